@@ -1,0 +1,164 @@
+"""The local users file: ``name:role:$scrypt$...`` per line, ``#`` comments allowed.
+
+Managed with ``luigi-appliance user add|passwd|del|list``; re-read on SIGHUP. Edits are atomic
+(temporary file + rename, under a lock) and keep the file's mode and owner.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from luigi_appliance.auth import Principal, Role
+from luigi_appliance.auth.passwords import dummy_hash, hash_password, is_valid_hash, verify_password
+from luigi_appliance.errors import UsersFileError
+from luigi_appliance.secret_values import secret_file_problem
+
+log = logging.getLogger(__name__)
+
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+_HEADER = "# luigi-appliance users: name:role:scrypt-hash. Edit with 'luigi-appliance user'.\n"
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    name: str
+    role: Role
+    password_hash: str
+
+
+def check_username(name: str) -> str:
+    if not USERNAME.match(name):
+        raise UsersFileError(f"invalid user name {name!r}: expected 1-64 characters of "
+                             "letters, digits, '_', '.', '@', '-', starting with a letter or digit")
+    return name
+
+
+def parse_users(text: str, origin: str) -> dict[str, UserRecord]:
+    """Parse a users file; raise UsersFileError listing every bad line."""
+    users: dict[str, UserRecord] = {}
+    problems: list[str] = []
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            problems.append(f"{origin}:{lineno}: expected name:role:hash")
+            continue
+        name, role_text, pw_hash = parts
+        if not USERNAME.match(name):
+            problems.append(f"{origin}:{lineno}: invalid user name {name!r}")
+            continue
+        try:
+            role = Role.parse(role_text)
+        except ValueError as exc:
+            problems.append(f"{origin}:{lineno}: user {name}: {exc}")
+            continue
+        if not is_valid_hash(pw_hash):
+            problems.append(f"{origin}:{lineno}: user {name}: expected a $scrypt$ hash")
+            continue
+        if name in users:
+            problems.append(f"{origin}:{lineno}: user {name} is defined twice")
+            continue
+        users[name] = UserRecord(name, role, pw_hash)
+    if problems:
+        raise UsersFileError("\n".join(problems))
+    return users
+
+
+def render_users(users: dict[str, UserRecord]) -> str:
+    return _HEADER + "".join(f"{u.name}:{u.role}:{u.password_hash}\n" for u in users.values())
+
+
+class UsersFile:
+    """Reads and edits one users file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def read(self) -> dict[str, UserRecord]:
+        problem = secret_file_problem(self.path)
+        if problem:
+            raise UsersFileError(problem)
+        return parse_users(self.path.read_text(encoding="utf-8"), str(self.path))
+
+    @contextmanager
+    def _locked(self) -> Iterator[dict[str, UserRecord]]:
+        lock_path = self.path.with_name(f".{self.path.name}.lock")
+        with os.fdopen(os.open(lock_path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            users = self.read() if self.path.exists() else {}
+            yield users
+            self._write(users)
+
+    def _write(self, users: dict[str, UserRecord]) -> None:
+        try:
+            st = self.path.stat()
+            mode, uid, gid = st.st_mode & 0o777, st.st_uid, st.st_gid
+        except FileNotFoundError:
+            mode, uid, gid = 0o600, -1, -1
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(render_users(users))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        if uid != -1:
+            os.chown(tmp, uid, gid)
+        os.replace(tmp, self.path)
+
+    def add(self, name: str, role: Role, password: str) -> None:
+        check_username(name)
+        with self._locked() as users:
+            if name in users:
+                raise UsersFileError(f"user {name} already exists in {self.path}; use 'user passwd'")
+            users[name] = UserRecord(name, role, hash_password(password))
+
+    def set_password(self, name: str, password: str, role: Role | None = None) -> None:
+        with self._locked() as users:
+            old = users.get(name)
+            if old is None:
+                raise UsersFileError(f"no user {name} in {self.path}")
+            users[name] = UserRecord(name, role or old.role, hash_password(password))
+
+    def delete(self, name: str) -> None:
+        with self._locked() as users:
+            if users.pop(name, None) is None:
+                raise UsersFileError(f"no user {name} in {self.path}")
+
+
+class LocalVerifier:
+    """Checks name/password pairs against the users file held in memory."""
+
+    backend = "local"
+
+    def __init__(self, users_file: UsersFile):
+        self._file = users_file
+        self._users = users_file.read()
+        log.info("Loaded %d local accounts from %s", len(self._users), users_file.path)
+
+    def reload(self) -> None:
+        """Re-read the file; on error keep the accounts we have (a typo must not lock everyone out)."""
+        try:
+            users = self._file.read()
+        except (UsersFileError, OSError) as exc:
+            log.error("Keeping the previous accounts: cannot reload %s: %s", self._file.path, exc)
+            return
+        self._users = users
+        log.info("Reloaded %d local accounts from %s", len(users), self._file.path)
+
+    def verify(self, name: str, password: str) -> Principal | None:
+        """Blocking (scrypt): call from a worker thread, never from the IOLoop."""
+        record = self._users.get(name)
+        ok = verify_password(password, record.password_hash if record else dummy_hash())
+        if record is None or not ok:
+            return None
+        return Principal(record.name, record.role, self.backend)

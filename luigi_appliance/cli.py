@@ -1,0 +1,240 @@
+"""The ``luigi-appliance`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from luigi_appliance import __version__
+from luigi_appliance.errors import ApplianceError, ConfigError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _settings(args: argparse.Namespace, *, check_files: bool = True):
+    from luigi_appliance.config import config_paths, load_settings
+
+    return load_settings(config_paths(args.config), check_files=check_files)
+
+
+# ---- serve -------------------------------------------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from luigi_appliance import logsetup
+    from luigi_appliance.config import config_paths, load_settings
+    from luigi_appliance.server.serve import serve
+
+    if args.dev:
+        if args.config:
+            raise ApplianceError("--dev uses embedded defaults; do not combine it with --config")
+        from luigi_appliance import devmode
+
+        state_dir = args.state_dir.resolve()
+        files = devmode.bootstrap(state_dir)
+        overrides = {
+            ("state", "dir"): str(state_dir),
+            ("server", "listen"): f"127.0.0.1:{args.port}",
+            ("auth", "users_file"): str(files.users_file),
+            ("secrets", "key_file"): str(state_dir / "secret.key"),
+        }
+        if args.insecure_http:
+            overrides[("server", "insecure_http")] = "true"
+        settings = load_settings([], overrides=overrides)
+        scheme = "http" if args.insecure_http else "https"
+        print(f"luigi-appliance dev scheduler: {scheme}://127.0.0.1:{args.port}/\n"
+              f"  user 'admin', password in {files.password_file}\n"
+              f"  worker credentials file: {files.credentials_file}\n"
+              f"  CA certificate for workers: {state_dir / 'tls-selfsigned.crt'}", file=sys.stderr, flush=True)
+    else:
+        if args.state_dir or args.port or args.insecure_http:
+            raise ApplianceError("--state-dir, --port and --insecure-http only go with --dev; "
+                                 "otherwise set them in scheduler.conf")
+        settings = load_settings(config_paths(args.config))
+    logsetup.setup(settings.logging.level, settings.logging.format)
+    return serve(settings)
+
+
+# ---- run ---------------------------------------------------------------------------------------
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from luigi_appliance.client.run import RunOptions, run
+
+    luigi_args = list(args.luigi_args)
+    if "--module" not in luigi_args and not any(a.startswith("--module=") for a in luigi_args):
+        raise UsageError("run needs --module MODULE TASK [task options]")
+    if "--local-scheduler" in luigi_args:
+        raise UsageError("run always uses the central scheduler; drop --local-scheduler")
+    return run(RunOptions(args.scheduler_url, args.ca_file, args.credentials_file, args.client_config, luigi_args))
+
+
+# ---- user --------------------------------------------------------------------------------------
+
+def _users_file(args: argparse.Namespace):
+    from luigi_appliance.auth.local import UsersFile
+
+    path = args.users_file or _settings(args, check_files=False).auth.users_file
+    return UsersFile(path)
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_file:
+        from luigi_appliance.secret_values import read_secret_file
+
+        password = read_secret_file(args.password_file).decode("utf-8").splitlines()[0]
+    elif sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat password: ") != password:
+            raise ApplianceError("passwords do not match")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < 12:
+        raise ApplianceError("password too short: at least 12 characters are required")
+    return password
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from luigi_appliance.auth import Role
+
+    users = _users_file(args)
+    role = Role.parse(args.role) if getattr(args, "role", None) else None
+    if args.user_command == "add":
+        users.add(args.name, role or Role.VIEWER, _read_password(args))
+        print(f"added user {args.name} ({role or Role.VIEWER}) to {users.path}")
+    elif args.user_command == "passwd":
+        users.set_password(args.name, _read_password(args), role)
+        print(f"updated user {args.name} in {users.path}")
+    elif args.user_command == "del":
+        users.delete(args.name)
+        print(f"deleted user {args.name} from {users.path}")
+    else:
+        for record in users.read().values():
+            print(f"{record.name}\t{record.role}")
+    if args.user_command != "list":
+        print("send SIGHUP to the scheduler (systemctl reload luigi-appliance) to apply", file=sys.stderr)
+    return 0
+
+
+# ---- config, secret ----------------------------------------------------------------------------
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from luigi_appliance.config import render_effective
+
+    settings = _settings(args)
+    if args.config_command == "show":
+        print(render_effective(settings))
+    else:
+        print(f"configuration OK: {', '.join(settings.files) or '(embedded defaults)'}")
+    return 0
+
+
+def cmd_secret(args: argparse.Namespace) -> int:
+    from luigi_appliance.secret_values import encrypt_value
+
+    key_file = args.key_file or _settings(args, check_files=False).secrets_key_file
+    if sys.stdin.isatty():
+        value = getpass.getpass("Secret to encrypt: ")
+    else:
+        value = sys.stdin.readline().rstrip("\r\n")
+    if not value:
+        raise ApplianceError("empty secret")
+    print(encrypt_value(value, key_file))
+    return 0
+
+
+# ---- parser ------------------------------------------------------------------------------------
+
+class UsageError(ApplianceError):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="luigi-appliance", description="Hardened Luigi central scheduler.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--config", type=Path, help="scheduler.conf to read (default: $LUIGI_APPLIANCE_CONFIG "
+                        "or /etc/luigi-appliance/scheduler.conf, plus its .d/*.conf drop-ins)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the scheduler")
+    serve.add_argument("--dev", action="store_true",
+                       help="embedded defaults: no config file, everything in --state-dir")
+    serve.add_argument("--state-dir", type=Path, help="(--dev) directory for state, keys, certificate and users")
+    serve.add_argument("--port", type=int, help="(--dev) port on 127.0.0.1, default 8082")
+    serve.add_argument("--insecure-http", action="store_true", help="(--dev) plain HTTP on loopback")
+    serve.set_defaults(func=cmd_serve)
+
+    run = sub.add_parser("run", help="run a luigi pipeline against the scheduler",
+                         usage="luigi-appliance run [options] --module MODULE TASK [task options]")
+    run.add_argument("--scheduler-url", help="https://HOST:PORT/ (default from client.conf)")
+    run.add_argument("--ca-file", type=Path, help="CA certificate(s) to verify the scheduler with")
+    run.add_argument("--credentials-file", type=Path, help="file holding username:password")
+    run.add_argument("--client-config", type=Path, help="client.conf (default /etc/luigi-appliance/client.conf)")
+    run.set_defaults(func=cmd_run)
+
+    user = sub.add_parser("user", help="manage local accounts")
+    user.add_argument("--users-file", type=Path, help="default: [auth] users_file from the configuration")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    add = user_sub.add_parser("add", help="add an account (password from a tty, stdin or --password-file)")
+    add.add_argument("name")
+    add.add_argument("--role", default="viewer", help="viewer, worker, operator or admin")
+    add.add_argument("--password-file", type=Path)
+    passwd = user_sub.add_parser("passwd", help="change an account's password (and role)")
+    passwd.add_argument("name")
+    passwd.add_argument("--role")
+    passwd.add_argument("--password-file", type=Path)
+    delete = user_sub.add_parser("del", help="delete an account")
+    delete.add_argument("name")
+    user_sub.add_parser("list", help="list accounts and roles")
+    user.set_defaults(func=cmd_user)
+
+    config = sub.add_parser("config", help="validate or show the configuration")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    config_sub.add_parser("check", help="validate; exit 1 listing every problem")
+    config_sub.add_parser("show", help="print the effective configuration, secrets redacted")
+    config.set_defaults(func=cmd_config)
+
+    secret = sub.add_parser("secret", help="encrypt secrets for the configuration")
+    secret_sub = secret.add_subparsers(dest="secret_command", required=True)
+    encrypt = secret_sub.add_parser("encrypt", help="read a secret on stdin, print an enc: value")
+    encrypt.add_argument("--key-file", type=Path, help="default: [secrets] key_file (created if missing)")
+    secret.set_defaults(func=cmd_secret)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``luigi-appliance`` console script."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "run":
+        args.luigi_args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "serve" and args.dev:
+        if args.state_dir is None:
+            parser.error("serve --dev needs --state-dir DIR")
+        args.port = args.port or 8082
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except UsageError as exc:
+        parser.error(str(exc))
+    except ConfigError as exc:
+        print(f"luigi-appliance: {len(exc.issues)} configuration error(s):", file=sys.stderr)
+        for issue in exc.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return EXIT_ERROR
+    except ApplianceError as exc:
+        logging.getLogger("luigi_appliance").debug("error", exc_info=True)
+        print(f"luigi-appliance: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The worker side: credentials, an authenticated RemoteScheduler, and ``luigi-appliance run``."""

@@ -1,0 +1,53 @@
+"""``luigi-appliance run``: a real luigi worker against the appliance, authenticated."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import luigi.interface
+from luigi.execution_summary import LuigiStatusCode
+
+from luigi_appliance.client.credentials import load_credentials
+from luigi_appliance.client.remote import AuthenticatedRemoteScheduler, WorkerSchedulerFactory
+from luigi_appliance.client.settings import load_client_settings
+
+log = logging.getLogger(__name__)
+
+# Exit codes, documented in README.md.
+EXIT_OK = 0
+EXIT_TASK_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOT_COMPLETE = 3  # scheduling failed, not run, or external data missing
+
+_OK = {LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY}
+_FAILED = {LuigiStatusCode.FAILED, LuigiStatusCode.FAILED_AND_SCHEDULING_FAILED}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    scheduler_url: str | None
+    ca_file: Path | None
+    credentials_file: Path | None
+    client_config: Path | None
+    luigi_args: list[str]
+
+
+def run(options: RunOptions) -> int:
+    """Run the pipeline named in ``luigi_args``; the exit code says whether it completed."""
+    overrides = {k: str(v) for k, v in (("scheduler_url", options.scheduler_url),
+                                        ("ca_file", options.ca_file)) if v is not None}
+    settings = load_client_settings(options.client_config, overrides)
+    credentials = load_credentials(options.credentials_file, settings.credentials_file)
+
+    def make_scheduler() -> AuthenticatedRemoteScheduler:
+        return AuthenticatedRemoteScheduler(settings.scheduler_url, credentials, settings.ca_file,
+                                            settings.connect_timeout, settings.retry_attempts, settings.retry_wait)
+
+    result = luigi.interface._run(options.luigi_args, worker_scheduler_factory=WorkerSchedulerFactory(make_scheduler))
+    if result.status in _OK and result.scheduling_succeeded:
+        return EXIT_OK
+    if result.status in _FAILED:
+        return EXIT_TASK_FAILED
+    return EXIT_NOT_COMPLETE

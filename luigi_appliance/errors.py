@@ -1,0 +1,57 @@
+"""Exception types shared across the appliance.
+
+Every error a sysadmin can cause carries enough context (file, line, key) to be fixed
+without reading the source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ApplianceError(Exception):
+    """Base class: an error the CLI reports as one clean line, without a traceback."""
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in a configuration file, located as precisely as we can."""
+
+    file: str
+    line: int | None
+    section: str | None
+    key: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        what = ""
+        if self.section and self.key:
+            what = f" [{self.section}] {self.key}:"
+        elif self.section:
+            what = f" [{self.section}]:"
+        return f"{where}:{what} {self.message}"
+
+
+class ConfigError(ApplianceError):
+    """All problems found in a configuration, reported together."""
+
+    def __init__(self, issues: list[ConfigIssue]):
+        self.issues = list(issues)
+        super().__init__("\n".join(str(i) for i in self.issues))
+
+
+class SecretError(ApplianceError):
+    """A secret could not be read or decrypted (the message never contains the secret)."""
+
+
+class StateError(ApplianceError):
+    """The scheduler state snapshot could not be read or written."""
+
+
+class CredentialsError(ApplianceError):
+    """Worker credentials are missing, unreadable or malformed."""
+
+
+class UsersFileError(ApplianceError):
+    """The local users file is malformed or could not be updated."""

@@ -1,0 +1,113 @@
+"""Who may call what: every Luigi RPC method and every HTTP route, in one place.
+
+Both tables fail closed. An RPC method luigi defines but this table does not classify is refused
+(a luigi upgrade that adds a method stays locked until someone decides what it is), and so is any
+route of luigi's Tornado app missing from ``ROUTES``. docs/access-control.md explains the choices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from luigi_appliance.auth import Role
+
+
+@dataclass(frozen=True)
+class MethodRule:
+    """``mutates``: changes scheduler state, so POST only (a GET is refused with 405)."""
+
+    mutates: bool
+    role: Role
+
+
+def _read(role: Role = Role.VIEWER) -> MethodRule:
+    return MethodRule(mutates=False, role=role)
+
+
+def _write(role: Role) -> MethodRule:
+    return MethodRule(mutates=True, role=role)
+
+
+RPC_METHODS: dict[str, MethodRule] = {
+    # Reads, used by the visualiser and by workers.
+    "count_pending": _read(),
+    "dep_graph": _read(),
+    "fetch_error": _read(),
+    "get_running_task_resources": _read(),
+    "get_scheduler_message_response": _read(),
+    "get_task_progress_percentage": _read(),
+    "get_task_status_message": _read(),
+    "graph": _read(),
+    "has_task_history": _read(),
+    "inverse_dep_graph": _read(),
+    "is_pause_enabled": _read(),
+    "is_paused": _read(),
+    "resource_list": _read(),
+    "task_list": _read(),
+    "task_search": _read(),
+    "worker_list": _read(),
+    # What a worker does while running a pipeline. get_work assigns tasks and ping refreshes the
+    # worker's liveness: both change state.
+    "add_scheduler_message_response": _write(Role.WORKER),
+    "add_task": _write(Role.WORKER),
+    "add_task_batcher": _write(Role.WORKER),
+    "add_worker": _write(Role.WORKER),
+    "announce_scheduling_failure": _write(Role.WORKER),
+    "decrease_running_task_resources": _write(Role.WORKER),
+    "get_work": _write(Role.WORKER),
+    "ping": _write(Role.WORKER),
+    "report_task_statistics": _write(Role.WORKER),
+    "set_task_progress_percentage": _write(Role.WORKER),
+    "set_task_status_message": _write(Role.WORKER),
+    "update_metrics_task_started": _write(Role.WORKER),
+    # Operator actions from the visualiser or scripts.
+    "disable_worker": _write(Role.OPERATOR),
+    "forgive_failures": _write(Role.OPERATOR),
+    "mark_as_done": _write(Role.OPERATOR),
+    "pause": _write(Role.OPERATOR),
+    "re_enable_task": _write(Role.OPERATOR),
+    "send_scheduler_message": _write(Role.OPERATOR),
+    "set_worker_processes": _write(Role.OPERATOR),
+    "unpause": _write(Role.OPERATOR),
+    "update_resource": _write(Role.OPERATOR),
+    "update_resources": _write(Role.OPERATOR),
+    # Drops done and stale tasks at once; the server already runs it every minute.
+    "prune": _write(Role.ADMIN),
+}
+
+
+@dataclass(frozen=True)
+class RouteRule:
+    """``role`` None: no authentication (only the health check). ``api``: per-method rules apply."""
+
+    role: Role | None
+    methods: frozenset[str]
+    api: bool = False
+
+
+_READ_ONLY = frozenset({"GET", "HEAD"})
+
+# Keyed by the regular expression Tornado compiled for each route.
+ROUTES: dict[str, RouteRule] = {
+    "/api/(.*)$": RouteRule(Role.VIEWER, frozenset({"GET", "POST"}), api=True),
+    "/$": RouteRule(Role.VIEWER, _READ_ONLY),
+    "/tasklist$": RouteRule(Role.VIEWER, _READ_ONLY),
+    "/tasklist/(.*?)$": RouteRule(Role.VIEWER, _READ_ONLY),
+    "/history$": RouteRule(Role.VIEWER, _READ_ONLY),
+    "/history/by_name/(.*?)$": RouteRule(Role.VIEWER, _READ_ONLY),
+    "/history/by_id/(.*?)$": RouteRule(Role.VIEWER, _READ_ONLY),
+    "/history/by_task_id/(.*?)$": RouteRule(Role.VIEWER, _READ_ONLY),
+    "/history/by_params/(.*?)$": RouteRule(Role.VIEWER, _READ_ONLY),
+    "/metrics$": RouteRule(Role.VIEWER, _READ_ONLY),
+    "/static/(.*)$": RouteRule(Role.VIEWER, _READ_ONLY),
+    "/(favicon\\.ico)$": RouteRule(Role.VIEWER, _READ_ONLY),
+    "/(robots\\.txt)$": RouteRule(Role.VIEWER, _READ_ONLY),
+    # The appliance's own routes.
+    "/static/visualiser/index\\.html$": RouteRule(Role.VIEWER, _READ_ONLY),
+    "/appliance/visualiser-post\\.js$": RouteRule(Role.VIEWER, _READ_ONLY),
+    "/healthz$": RouteRule(None, _READ_ONLY),
+}
+
+# Routes nobody matched (Tornado's default handler): still authenticated, so an anonymous
+# client cannot probe which paths exist.
+FALLBACK = RouteRule(Role.VIEWER, _READ_ONLY)

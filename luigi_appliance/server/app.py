@@ -1,0 +1,67 @@
+"""Builds the Tornado application: Luigi's routes, each behind the guard, plus our own."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import luigi.server
+import tornado.web
+from tornado.routing import PathMatches, Rule
+
+from luigi_appliance import policy
+from luigi_appliance.errors import ApplianceError
+from luigi_appliance.server import visualiser
+from luigi_appliance.server.guard import GuardContext, HealthHandler, NotFoundHandler, guarded
+
+log = logging.getLogger(__name__)
+
+# Tornado adds these itself from the static_path setting, with static_handler_class.
+_STATIC_PATTERNS = {"/static/(.*)$", "/(favicon\\.ico)$", "/(robots\\.txt)$"}
+
+
+def _pattern(rule: Rule) -> str:
+    return rule.matcher.regex.pattern  # type: ignore[attr-defined]
+
+
+def rule_for(pattern: str) -> policy.RouteRule:
+    rule = policy.ROUTES.get(pattern)
+    if rule is None:
+        raise ApplianceError(f"route {pattern!r} of luigi's app is not in the access policy "
+                             "(luigi_appliance/policy.py ROUTES); refusing to serve it unclassified")
+    return rule
+
+
+def build_app(scheduler: Any, authenticator: Any, *, tls: bool, hsts_max_age: int,
+              health_checks: list[Callable[[], bool]] | None = None) -> tornado.web.Application:
+    """Luigi's Tornado app with every route guarded. Fails if luigi has a route we do not classify."""
+    stock = luigi.server.app(scheduler)
+    csp, own_routes = visualiser.routes()
+    front = [(pattern, guarded(handler, rule_for(pattern + "$")), kwargs) for pattern, handler, kwargs in own_routes]
+    front.append((r"/healthz", guarded(HealthHandler, rule_for("/healthz$")), {"checks": list(health_checks or [])}))
+    handlers: list[tuple[str, type, dict]] = []
+    for rule in stock.wildcard_router.rules:
+        pattern = _pattern(rule)
+        if pattern in _STATIC_PATTERNS:
+            continue
+        handlers.append((pattern, guarded(rule.target, rule_for(pattern)), rule.target_kwargs))
+    settings = dict(stock.settings)
+    settings.update(
+        static_handler_class=guarded(tornado.web.StaticFileHandler, rule_for("/static/(.*)$")),
+        default_handler_class=guarded(NotFoundHandler, policy.FALLBACK),
+        appliance_guard=GuardContext(authenticator, hsts_max_age, csp, tls),
+        serve_traceback=False,
+        debug=False,
+    )
+    app = tornado.web.Application(handlers, **settings)
+    # Tornado puts the static handlers first; our index.html must win over the static file.
+    for spec in reversed(front):
+        pattern, handler, kwargs = spec
+        app.wildcard_router.rules.insert(0, app.wildcard_router.process_rule(Rule(PathMatches(pattern), handler, kwargs)))
+    return app
+
+
+def route_patterns(app: tornado.web.Application) -> list[str]:
+    """Every route pattern the app serves (used by tests to prove each is guarded)."""
+    return [_pattern(rule) for rule in app.wildcard_router.rules]

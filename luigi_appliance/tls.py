@@ -1,0 +1,106 @@
+"""TLS for the scheduler: server contexts, and a self-signed certificate when none is configured."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import logging
+import socket
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from luigi_appliance.config import TLSSettings
+from luigi_appliance.secret_values import write_private_file
+
+log = logging.getLogger(__name__)
+
+SELF_SIGNED_CERT = "tls-selfsigned.crt"
+SELF_SIGNED_KEY = "tls-selfsigned.key"
+_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
+@dataclass(frozen=True)
+class CertPair:
+    cert_file: Path
+    key_file: Path
+
+
+def fingerprint(cert_file: Path) -> str:
+    """SHA-256 fingerprint of the first certificate in ``cert_file``, as colon-separated hex."""
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+def ensure_self_signed(state_dir: Path, hostnames: list[str]) -> CertPair:
+    """Return the self-signed pair in ``state_dir``, generating it (key 0600) on first use."""
+    pair = CertPair(state_dir / SELF_SIGNED_CERT, state_dir / SELF_SIGNED_KEY)
+    if pair.cert_file.exists() and pair.key_file.exists():
+        return pair
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = []
+    for host in dict.fromkeys([*hostnames, "localhost", socket.getfqdn()]):
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    for addr in ("127.0.0.1", "::1"):
+        if x509.IPAddress(ipaddress.ip_address(addr)) not in names:
+            names.append(x509.IPAddress(ipaddress.ip_address(addr)))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "luigi-appliance self-signed")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=825))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    write_private_file(pair.key_file, key_pem)
+    write_private_file(pair.cert_file, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    log.warning("Generated a self-signed TLS certificate %s; configure [tls] cert_file and key_file "
+                "for production", pair.cert_file)
+    return pair
+
+
+def resolve_pair(tls: TLSSettings, state_dir: Path, hostnames: list[str]) -> CertPair:
+    if tls.cert_file is not None and tls.key_file is not None:
+        return CertPair(tls.cert_file, tls.key_file)
+    return ensure_self_signed(state_dir, hostnames)
+
+
+def server_context(tls: TLSSettings, pair: CertPair, work_dir: Path) -> ssl.SSLContext:
+    """A server context: TLS >= the configured minimum, modern ciphers, no compression."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = _VERSIONS[tls.min_version]
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!MD5:!DSS")
+    load_pair(ctx, tls, pair, work_dir)
+    return ctx
+
+
+def load_pair(ctx: ssl.SSLContext, tls: TLSSettings, pair: CertPair, work_dir: Path) -> None:
+    """(Re)load the certificate chain; new handshakes use it, existing connections keep theirs."""
+    if tls.ca_file is not None:
+        # The configured CA file is the intermediate chain served after the leaf.
+        chain = pair.cert_file.read_bytes().rstrip() + b"\n" + tls.ca_file.read_bytes()
+        # load_cert_chain only takes paths; /etc may be read-only, so combine in the state dir.
+        combined = work_dir / ".tls-chain.pem"
+        write_private_file(combined, chain)
+        ctx.load_cert_chain(str(combined), str(pair.key_file))
+        combined.unlink(missing_ok=True)
+    else:
+        ctx.load_cert_chain(str(pair.cert_file), str(pair.key_file))
