@@ -10,6 +10,7 @@ up front.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from tornado import httputil
@@ -20,13 +21,17 @@ DRAIN_LIMIT = 64 * 1024 * 1024
 
 
 class _Rejecting(httputil.HTTPMessageDelegate):
-    """Swallows the body of a request already answered."""
+    """Discards the body, then answers. Tornado hangs up on a request answered before its body
+    was read, and a client still sending would see a reset instead of our status."""
+
+    def __init__(self, respond: Callable[[], None]):
+        self._respond = respond
 
     def data_received(self, chunk: bytes) -> None:
         return None
 
     def finish(self) -> None:
-        return None
+        self._respond()
 
 
 class _Limited(httputil.HTTPMessageDelegate):
@@ -41,11 +46,7 @@ class _Limited(httputil.HTTPMessageDelegate):
         if status is None:
             self._inner = self._outer.app.start_request(self._server_conn, self._conn)
             return self._inner.headers_received(start_line, headers)
-        self._inner = _Rejecting()
-        self._respond(*status, headers)
-        return None
-
-    def _respond(self, code: int, reason: str, headers: httputil.HTTPHeaders) -> None:
+        code, reason = status
         body = json.dumps({"error": code, "reason": reason}).encode()
         out = httputil.HTTPHeaders({"Content-Type": "application/json", "Content-Length": str(len(body)),
                                     "Connection": "close"})
@@ -54,14 +55,20 @@ class _Limited(httputil.HTTPMessageDelegate):
         length = _content_length(headers)
         if length is not None and length <= DRAIN_LIMIT:
             self._conn.set_max_body_size(length)  # type: ignore[attr-defined]
-            self._conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", code, reason), out, body)
-            self._conn.finish()
+
+            def respond() -> None:
+                self._conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", code, reason), out, body)
+                self._conn.finish()
+
+            self._inner = _Rejecting(respond)
         else:
-            # Too big to drain: answer and hang up without reading it.
+            # Too big to drain (or chunked): answer and hang up without reading it.
+            self._inner = _Rejecting(lambda: None)
             stream = self._conn.detach()  # type: ignore[attr-defined]
             lines = [f"HTTP/1.1 {code} {reason}"] + [f"{k}: {v}" for k, v in out.get_all()]
             stream.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body).add_done_callback(
                 lambda _: stream.close())
+        return None
 
     def data_received(self, chunk: bytes) -> Any:
         assert self._inner is not None
