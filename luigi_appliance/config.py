@@ -312,6 +312,8 @@ class SchemaLoader:
     def _load_plain(self, section: str, name: str, key: Key) -> None:
         entry = self.doc.get(section, name)
         if entry is None:
+            if key.must_exist and self.check_files and isinstance(key.default, Path) and not key.default.exists():
+                self.issue(None, section, name, f"file {key.default} (the default) does not exist")
             self.values[(section, name)] = key.default
             self.effective[(section, name)] = (_display(key.default), "default")
             return
@@ -445,7 +447,8 @@ def load_settings(paths: list[Path], *, check_files: bool = True,
     resources = _load_resources_section(doc, loader)
     _cross_checks(loader)
     if issues:
-        raise ConfigError(issues)
+        order = {name: i for i, name in enumerate(doc.files)}
+        raise ConfigError(sorted(issues, key=lambda i: (order.get(i.file, len(order)), i.line or 0)))
     v = loader.values
     return Settings(
         server=ServerSettings(v[("server", "listen")], v[("server", "insecure_http")],

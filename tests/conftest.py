@@ -52,7 +52,7 @@ class Server:
         return self.state_dir / "tls-selfsigned.crt"
 
     def start(self, wait: bool = True) -> Server:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([str(BIN), *self.args], stdout=self._log, stderr=subprocess.STDOUT,
                                      env=self.env, cwd=self.state_dir.parent)
         if wait:
@@ -132,7 +132,7 @@ def configured_server(tmp_path: Path):
     """Factory: a scheduler from a real scheduler.conf (users file made with ``user add``)."""
     servers: list[Server] = []
 
-    def make(extra: str = "", start: bool = True) -> Server:
+    def make(extra: str = "", start: bool = True, snapshot_interval: str = "1") -> Server:
         port = free_port()
         state_dir = tmp_path / "state"
         users = tmp_path / "users"
@@ -147,7 +147,7 @@ def configured_server(tmp_path: Path):
 listen = 127.0.0.1:{port}
 [state]
 dir = {state_dir}
-snapshot_interval = 1
+snapshot_interval = {snapshot_interval}
 [auth]
 users_file = {users}
 [secrets]

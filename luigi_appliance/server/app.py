@@ -58,7 +58,8 @@ def build_app(scheduler: Any, authenticator: Any, *, tls: bool, hsts_max_age: in
     # Tornado puts the static handlers first; our index.html must win over the static file.
     for spec in reversed(front):
         pattern, handler, kwargs = spec
-        app.wildcard_router.rules.insert(0, app.wildcard_router.process_rule(Rule(PathMatches(pattern), handler, kwargs)))
+        rule = app.wildcard_router.process_rule(Rule(PathMatches(pattern), handler, kwargs))
+        app.wildcard_router.rules.insert(0, rule)
     return app
 
 
