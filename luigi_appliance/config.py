@@ -28,6 +28,8 @@ DEFAULT_PORT = 8082
 # bypass the signed state store or the non-blocking history.
 _MANAGED_SCHEDULER_KEYS = {
     "state_path": "the appliance keeps state under [state] dir, signed; remove this key",
+    "record_task_history": "luigi's own task history writes synchronously on the scheduler's only thread; "
+                           "the appliance's non-blocking history is not available yet; remove this key",
 }
 
 

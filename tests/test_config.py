@@ -153,3 +153,10 @@ def test_plain_http_only_on_loopback(tmp_path: Path) -> None:
 def test_shipped_example_config_is_valid() -> None:
     settings = load_settings([REPO / "etc" / "scheduler.conf"], check_files=False)
     assert settings.server.listen.port == 8082
+
+
+def test_luigi_options_the_appliance_manages_are_refused(tmp_path: Path) -> None:
+    conf = write_config(tmp_path / "s.conf", "[scheduler]\nrecord_task_history = true\nretry_delay = 60\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings([conf], check_files=False)
+    assert [(i.line, i.key) for i in err.value.issues] == [(2, "record_task_history")]

@@ -18,7 +18,6 @@ log = logging.getLogger(__name__)
 # Exit codes, documented in README.md.
 EXIT_OK = 0
 EXIT_TASK_FAILED = 1
-EXIT_USAGE = 2
 EXIT_NOT_COMPLETE = 3  # scheduling failed, not run, or external data missing
 
 _OK = {LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY}
