@@ -27,7 +27,7 @@ lint: venv
 
 # Stock luigid against the appliance, same workload, same machine; prints the ratio.
 bench: venv
-	$(VENV)/bin/python bench/rpc_throughput.py
+	$(VENV)/bin/python bench/rpc_throughput.py --rounds 3
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
