@@ -65,11 +65,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     from luigi_appliance.client.run import RunOptions, run
 
     luigi_args = list(args.luigi_args)
-    if "--module" not in luigi_args and not any(a.startswith("--module=") for a in luigi_args):
-        raise UsageError("run needs --module MODULE TASK [task options]")
+    _needs_module_and_task(luigi_args, "run")
     if "--local-scheduler" in luigi_args:
         raise UsageError("run always uses the central scheduler; drop --local-scheduler")
-    return run(RunOptions(args.scheduler_url, args.ca_file, args.credentials_file, args.client_config, luigi_args))
+    return run(RunOptions(args.scheduler_url, args.ca_file, args.credentials_file, args.client_config, luigi_args,
+                          dag_check=not args.no_dag_check))
+
+
+# ---- dag ---------------------------------------------------------------------------------------
+
+def _needs_module_and_task(luigi_args: list[str], command: str) -> None:
+    if not any(a == "--module" or a.startswith("--module=") for a in luigi_args):
+        raise UsageError(f"{command} needs --module MODULE TASK [task options]")
+
+
+def cmd_dag(args: argparse.Namespace) -> int:
+    from luigi.task_register import TaskClassException
+
+    from luigi_appliance.dag.command import dag_check
+
+    _needs_module_and_task(args.luigi_args, "dag check")
+    try:
+        return dag_check(args.luigi_args, fmt=args.format, strict=args.strict)
+    except ImportError as exc:
+        raise UsageError(f"cannot import the pipeline module: {exc} (is its directory on PYTHONPATH?)") from None
+    except TaskClassException as exc:
+        raise UsageError(str(exc)) from None
 
 
 # ---- user --------------------------------------------------------------------------------------
@@ -173,7 +194,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ca-file", type=Path, help="CA certificate(s) to verify the scheduler with")
     run.add_argument("--credentials-file", type=Path, help="file holding username:password")
     run.add_argument("--client-config", type=Path, help="client.conf (default /etc/luigi-appliance/client.conf)")
+    run.add_argument("--no-dag-check", action="store_true",
+                     help="skip the dependency preflight (cycles, broken requires()) before scheduling")
     run.set_defaults(func=cmd_run)
+
+    dag = sub.add_parser("dag", help="check a pipeline's dependency graph without running it")
+    dag_sub = dag.add_subparsers(dest="dag_command", required=True)
+    check = dag_sub.add_parser("check", usage="luigi-appliance dag check [--format text|json|dot] [--strict] "
+                               "--module MODULE TASK [task options]",
+                               help="report cycles, failing requires(), bad parameters, missing external data; "
+                               "exit 0 clean, 1 problems, 2 usage")
+    check.add_argument("--format", choices=["text", "json", "dot"], default="text")
+    check.add_argument("--strict", action="store_true", help="missing external data is an error, not a warning")
+    dag.set_defaults(func=cmd_dag)
 
     user = sub.add_parser("user", help="manage local accounts")
     user.add_argument("--users-file", type=Path, help="default: [auth] users_file from the configuration")
@@ -209,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``luigi-appliance`` console script."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command == "run":
+    if args.command in ("run", "dag"):
         args.luigi_args = extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -12,6 +12,7 @@ from luigi.execution_summary import LuigiStatusCode
 from luigi_appliance.client.credentials import load_credentials
 from luigi_appliance.client.remote import AuthenticatedRemoteScheduler, WorkerSchedulerFactory
 from luigi_appliance.client.settings import load_client_settings
+from luigi_appliance.dag.command import preflight
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_TASK_FAILED = 1
 EXIT_NOT_COMPLETE = 3  # scheduling failed, not run, or external data missing
+EXIT_PREFLIGHT = 4  # the dependency preflight found a cycle or a broken graph; nothing was scheduled
 
 _OK = {LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY}
 _FAILED = {LuigiStatusCode.FAILED, LuigiStatusCode.FAILED_AND_SCHEDULING_FAILED}
@@ -31,6 +33,7 @@ class RunOptions:
     credentials_file: Path | None
     client_config: Path | None
     luigi_args: list[str]
+    dag_check: bool = True
 
 
 def run(options: RunOptions) -> int:
@@ -39,6 +42,8 @@ def run(options: RunOptions) -> int:
                                         ("ca_file", options.ca_file)) if v is not None}
     settings = load_client_settings(options.client_config, overrides)
     credentials = load_credentials(options.credentials_file, settings.credentials_file)
+    if options.dag_check and preflight(options.luigi_args) is not None:
+        return EXIT_PREFLIGHT
 
     def make_scheduler() -> AuthenticatedRemoteScheduler:
         return AuthenticatedRemoteScheduler(settings.scheduler_url, credentials, settings.ca_file,
