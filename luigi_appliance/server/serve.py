@@ -30,6 +30,7 @@ from luigi_appliance.auth.local import LocalVerifier, UsersFile
 from luigi_appliance.config import Settings, read_hmac_key
 from luigi_appliance.errors import ApplianceError, StateError
 from luigi_appliance.server.app import build_app
+from luigi_appliance.server.cycles import CycleAwareScheduler
 from luigi_appliance.server.guard import security_headers
 from luigi_appliance.server.limits import DRAIN_LIMIT, BodyLimit
 
@@ -113,7 +114,7 @@ def _open_store(settings: Settings) -> state.SignedSnapshotFile:
 def _make_scheduler(settings: Settings) -> Any:
     # Luigi's own pickle path is never used: snapshots go through SignedSnapshotFile.
     cfg = luigi.scheduler.scheduler(**{**settings.scheduler, "state_path": os.devnull})
-    return luigi.scheduler.Scheduler(config=cfg, resources=dict(settings.resources))
+    return CycleAwareScheduler(config=cfg, resources=dict(settings.resources))
 
 
 def _setup_tls(settings: Settings) -> _TLS | None:
