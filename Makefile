@@ -4,7 +4,7 @@ VENV ?= .venv
 STATE_DIR ?= ./var
 PORT ?= 8082
 
-.PHONY: venv run test lint bench clean
+.PHONY: venv run test lint bench clean lock wheels rpm selinux
 
 venv: $(VENV)/.installed
 
@@ -29,5 +29,48 @@ lint: venv
 bench: venv
 	$(VENV)/bin/python bench/rpc_throughput.py --rounds 3
 
+# ---- packaging -------------------------------------------------------------------------------
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' luigi_appliance/__init__.py)
+# EL9's interpreter for the bundled venv. The spec defaults to python3.12; a build host must
+# have the same interpreter, and Debian 12 (our CI) has python3.11.
+RPM_PYTHON ?= python3.11
+RPM_PYTHON_VERSION = $(subst python,,$(RPM_PYTHON))
+RPM_RELEASE ?= 1
+WHEELS = rpm/wheels/$(RPM_PYTHON_VERSION)
+# Debian's rpm database does not know the build host's packages: skip BuildRequires there.
+RPMBUILD_FLAGS ?= $(if $(shell rpm -q rpm >/dev/null 2>&1 && echo yes),,--nodeps)
+
+# Re-resolve rpm/requirements.in into the hash-pinned rpm/requirements.lock (needs the index).
+lock: venv
+	$(VENV)/bin/python rpm/lock.py
+
+# The locked wheels for $(RPM_PYTHON), verified against the lock's hashes.
+wheels: $(WHEELS)/.complete
+
+$(WHEELS)/.complete: rpm/requirements.lock
+	rm -rf $(WHEELS) && mkdir -p $(WHEELS)
+	$(PYTHON) -m pip download --quiet --disable-pip-version-check --no-deps --require-hashes \
+	    --only-binary=:all: --implementation cp --python-version $(RPM_PYTHON_VERSION) \
+	    --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 \
+	    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	    -r rpm/requirements.lock -d $(WHEELS)
+	touch $@
+
+selinux:
+	$(MAKE) -C selinux
+
+# SRPM and binary RPMs into dist/, built with rpmbuild in a temporary topdir from the working
+# tree (tracked and untracked, not ignored files) and the locked wheels.
+rpm: wheels
+	set -e; top=$$(mktemp -d); trap 'rm -rf "$$top"' EXIT; \
+	mkdir -p "$$top/SOURCES" dist; \
+	git ls-files -z --cached --others --exclude-standard | \
+	    tar --null -T - --transform 's|^|luigi-appliance-$(VERSION)/|' -czf "$$top/SOURCES/luigi-appliance-$(VERSION).tar.gz"; \
+	tar -czf "$$top/SOURCES/luigi-appliance-wheels-$(VERSION).tar.gz" \
+	    -C $(WHEELS) --exclude .complete . -C $(CURDIR)/rpm requirements.lock; \
+	rpmbuild -ba $(RPMBUILD_FLAGS) --define "_topdir $$top" --define "venv_python $(RPM_PYTHON)" \
+	    --define "release_number $(RPM_RELEASE)" rpm/luigi-appliance.spec; \
+	cp "$$top"/SRPMS/*.rpm "$$top"/RPMS/*/*.rpm dist/
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist rpm/wheels *.egg-info .pytest_cache .ruff_cache
