@@ -59,11 +59,22 @@ class ClientSettings:
     retry_wait: float
 
 
+def _present(path: Path) -> bool:
+    """True if ``path`` exists or cannot be checked (then reading it reports why)."""
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def load_client_settings(explicit: Path | None, overrides: dict[str, str]) -> ClientSettings:
     """Read client.conf (optional unless named explicitly) and apply command-line overrides."""
     path = explicit or Path(os.environ.get(CLIENT_CONFIG_ENV) or DEFAULT_CLIENT_CONFIG)
     issues: list[ConfigIssue] = []
-    paths = [path] if (explicit or path.exists()) else []
+    paths = [path] if (explicit or _present(path)) else []
     doc = read_files(paths, issues)
     for name, value in overrides.items():
         doc.entries[("client", name)] = Entry("client", name, value, "<command line>", 0)
