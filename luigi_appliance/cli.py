@@ -13,7 +13,6 @@ from luigi_appliance import __version__
 from luigi_appliance.errors import ApplianceError, ConfigError
 
 EXIT_ERROR = 1
-EXIT_USAGE = 2
 
 
 def _settings(args: argparse.Namespace, *, check_files: bool = True):
@@ -254,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except UsageError as exc:
-        parser.error(str(exc))
+        parser.error(str(exc))  # exits with status 2
     except ConfigError as exc:
         print(f"luigi-appliance: {len(exc.issues)} configuration error(s):", file=sys.stderr)
         for issue in exc.issues:
@@ -266,7 +265,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
-    return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from luigi_appliance.dag.render import RENDERERS, render_problems, render_summar
 
 EXIT_CLEAN = 0
 EXIT_PROBLEMS = 1
-EXIT_USAGE = 2
 
 
 class RootUnavailable(Exception):
