@@ -36,6 +36,8 @@ WORKER = "luigi-appliance-worker@.service"
 TIMER = "luigi-appliance-worker@.timer"
 INSTANCE = "nightly"  # instance name used to check the templates
 CLI = "/opt/luigi-appliance/bin/luigi-appliance"
+# Workers start through the venv's interpreter: CLI is the scheduler's SELinux entry point.
+WORKER_CMD = "/opt/luigi-appliance/bin/python -m luigi_appliance"
 HOST_UNITS = Path("/usr/lib/systemd/system")
 
 # Exposure limits (systemd-analyze security: 0 = fully sandboxed ... 10 = not at all).
@@ -88,8 +90,9 @@ def make_root(tmp_path: Path, units: Path = UNITS) -> Path:
     # The CLI as the RPM installs it (a stand-in script: verify only checks it is executable).
     cli = root / CLI.lstrip("/")
     cli.parent.mkdir(parents=True)
-    cli.write_text("#!/bin/sh\nexit 0\n")
-    cli.chmod(0o755)
+    for executable in (cli, cli.with_name("python")):
+        executable.write_text("#!/bin/sh\nexit 0\n")
+        executable.chmod(0o755)
     # ExecReload=/bin/kill: EL9 layout, /bin -> usr/bin.
     (root / "usr/bin").mkdir(parents=True)
     kill = shutil.which("kill", path="/usr/bin:/bin")
@@ -132,7 +135,7 @@ def test_verify_catches_unknown_key_bad_value_and_missing_executable(tmp_path):
     assert "Unknown key 'RestartSecs'" in output or "Unknown key name 'RestartSecs'" in output
     assert "thirty" in output
     assert "dayly" in verify(root, instance_name(TIMER))
-    (root / CLI.lstrip("/")).unlink()
+    (root / CLI.lstrip("/")).with_name("python").unlink()
     assert "is not executable" in verify(root, instance_name(WORKER))
 
 
@@ -200,7 +203,7 @@ def test_worker_units_settings():
     s = unit_settings(UNITS / WORKER)
     svc = {key: values for (section, key), values in s.items() if section == "Service"}
     assert svc["Type"] == ["oneshot"]
-    assert svc["ExecStart"][0].startswith(f"{CLI} run --module ${{PIPELINE_MODULE}} ${{PIPELINE_TASK}}")
+    assert svc["ExecStart"][0].startswith(f"{WORKER_CMD} run --module ${{PIPELINE_MODULE}} ${{PIPELINE_TASK}}")
     assert svc["EnvironmentFile"] == ["/etc/luigi-appliance/pipelines/%i.env"]
     # The name the client looks for in $CREDENTIALS_DIRECTORY.
     assert "luigi-appliance:/etc/luigi-appliance/credentials/%i" in svc["LoadCredential"]
