@@ -74,3 +74,4 @@ rpm: wheels
 
 clean:
 	rm -rf $(VENV) build dist rpm/wheels *.egg-info .pytest_cache .ruff_cache
+	$(MAKE) -C selinux clean
