@@ -57,6 +57,10 @@ def test_visualiser_renders_tasks_under_the_csp(dev_server: Server) -> None:
     assert " 405 " not in dev_server.log()
 
 
+class _EvaluationFailed(Exception):
+    pass
+
+
 class DevTools:
     """Just enough of the Chrome DevTools Protocol: evaluate JavaScript in the open page."""
 
@@ -72,23 +76,26 @@ class DevTools:
         self.port = int(port_file.read_text().splitlines()[0])
 
     async def evaluate(self, expression: str, timeout: float = 30) -> object:
+        """Evaluate once the visualiser's scripts are loaded. The page may still be navigating
+        (the browser retries with credentials after the first 401), which destroys the context
+        an evaluation runs in: such a call is repeated (the expressions here are idempotent)."""
         import requests
 
         deadline = time.monotonic() + timeout
-        while True:  # wait until the page has loaded luigi.js
+        while True:
             pages = [t for t in requests.get(f"http://127.0.0.1:{self.port}/json/list", timeout=5).json()
                      if t["type"] == "page"]
             ws = await tornado.websocket.websocket_connect(pages[0]["webSocketDebuggerUrl"])
-            ready = await self._call(ws, "typeof LuigiAPI === 'function' && typeof jQuery === 'function'")
-            if ready is True:
-                break
-            ws.close()
+            try:
+                ready = await self._call(ws, "typeof LuigiAPI === 'function' && typeof jQuery === 'function'")
+                if ready is True:
+                    return await self._call(ws, expression)
+            except _EvaluationFailed as exc:
+                assert time.monotonic() < deadline, f"evaluation kept failing: {exc}"
+            finally:
+                ws.close()
             assert time.monotonic() < deadline, "visualiser scripts never loaded"
             await asyncio.sleep(0.2)
-        try:
-            return await self._call(ws, expression)
-        finally:
-            ws.close()
 
     @staticmethod
     async def _call(ws, expression: str) -> object:
@@ -96,8 +103,11 @@ class DevTools:
             "expression": expression, "awaitPromise": True, "returnByValue": True}}))
         while True:
             message = json.loads(await asyncio.wait_for(ws.read_message(), 30))
-            if message.get("id") == 1:
-                return message["result"]["result"].get("value")
+            if message.get("id") != 1:
+                continue
+            if "error" in message or "exceptionDetails" in message.get("result", {}):
+                raise _EvaluationFailed(json.dumps(message)[:500])
+            return message["result"]["result"].get("value")
 
     def close(self) -> None:
         self.proc.terminate()
