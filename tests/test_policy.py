@@ -39,3 +39,42 @@ def test_an_unclassified_luigi_route_stops_the_server_from_starting(monkeypatch)
 def test_only_reads_are_open_to_viewers() -> None:
     for name, rule in policy.RPC_METHODS.items():
         assert rule.mutates == (rule.role > policy.Role.VIEWER), name
+
+
+def test_a_luigi_method_missing_from_the_table_is_refused(monkeypatch) -> None:
+    """A luigi upgrade that adds an RPC method is simulated by removing one from our table;
+    the real guard, app and HTTP server (in-process, on a loopback socket) must refuse it."""
+    import asyncio
+    import base64
+
+    import tornado.httpclient
+    import tornado.httpserver
+    import tornado.netutil
+
+    from luigi_appliance.auth import Principal, Role
+
+    class Admin:
+        async def authenticate(self, authorization):
+            return Principal("root", Role.ADMIN, "test") if authorization else None
+
+        def reload(self):
+            pass
+
+    monkeypatch.delitem(policy.RPC_METHODS, "task_list")
+
+    async def scenario() -> tuple[int, int]:
+        app = app_module.build_app(luigi.scheduler.Scheduler(), Admin(), tls=False, hsts_max_age=0)
+        [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
+        server = tornado.httpserver.HTTPServer(app)
+        server.add_sockets([sock])
+        client = tornado.httpclient.AsyncHTTPClient()
+        auth = {"Authorization": "Basic " + base64.b64encode(b"root:x").decode()}
+        base = f"http://127.0.0.1:{sock.getsockname()[1]}/api"
+        try:
+            refused = await client.fetch(f"{base}/task_list?data=%7B%7D", headers=auth, raise_error=False)
+            allowed = await client.fetch(f"{base}/worker_list?data=%7B%7D", headers=auth, raise_error=False)
+        finally:
+            server.stop()
+        return refused.code, allowed.code
+
+    assert asyncio.run(scenario()) == (403, 200)
