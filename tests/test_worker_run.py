@@ -38,6 +38,11 @@ def test_dag_of_twelve_tasks_runs_to_completion(dev_server: Server, tmp_path: Pa
     done = dev_server.rpc("task_list", status="DONE", upstream_status="").json()["response"]
     assert len(done) == 12
     assert dev_server.admin_password not in result.stderr + result.stdout
+    # INFO by default, not luigi's DEBUG; --log-level still wins.
+    assert "INFO: Informed scheduler that task" in result.stderr and "DEBUG: " not in result.stderr
+    verbose = run_pipeline(tmp_path, dev_server, "Report", "--out-dir", str(out), "--log-level", "DEBUG",
+                           credentials=dev_server.state_dir / "admin-credentials")
+    assert verbose.returncode == 0 and "DEBUG: " in verbose.stderr
 
 
 def test_failed_pipeline_exits_non_zero(dev_server: Server, tmp_path: Path) -> None:

@@ -44,12 +44,16 @@ def run(options: RunOptions) -> int:
     credentials = load_credentials(options.credentials_file, settings.credentials_file)
     if options.dag_check and preflight(options.luigi_args) is not None:
         return EXIT_PREFLIGHT
+    luigi_args = list(options.luigi_args)
+    if not any(a == "--log-level" or a.startswith("--log-level=") for a in luigi_args):
+        # luigi's default is DEBUG: every RPC and every dependency check ends up in the journal.
+        luigi_args += ["--log-level", "INFO"]
 
     def make_scheduler() -> AuthenticatedRemoteScheduler:
         return AuthenticatedRemoteScheduler(settings.scheduler_url, credentials, settings.ca_file,
                                             settings.connect_timeout, settings.retry_attempts, settings.retry_wait)
 
-    result = luigi.interface._run(options.luigi_args, worker_scheduler_factory=WorkerSchedulerFactory(make_scheduler))
+    result = luigi.interface._run(luigi_args, worker_scheduler_factory=WorkerSchedulerFactory(make_scheduler))
     if result.status in _OK and result.scheduling_succeeded:
         return EXIT_OK
     if result.status in _FAILED:
