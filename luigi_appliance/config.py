@@ -101,6 +101,16 @@ def parse_path(value: str) -> Path:
     return path
 
 
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback IP address (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class ListenAddress:
     """Where the scheduler listens: a TCP host and port, or a unix socket path."""
@@ -111,14 +121,7 @@ class ListenAddress:
 
     def is_local(self) -> bool:
         """True for a unix socket or a loopback address (where plain HTTP may be allowed)."""
-        if self.unix_path is not None:
-            return True
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host or "").is_loopback
-        except ValueError:
-            return False
+        return self.unix_path is not None or is_loopback_host(self.host or "")
 
     def __str__(self) -> str:
         if self.unix_path is not None:

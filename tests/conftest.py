@@ -164,3 +164,11 @@ key_file = {tmp_path / 'secret.key'}
     for server in servers:
         if server.proc is not None and server.proc.poll() is None:
             server.stop()
+
+
+def client_conf(tmp_path: Path, server: Server) -> Path:
+    """A client.conf for `luigi-appliance run` against ``server``: its CA, no retries."""
+    path = tmp_path / "client.conf"
+    path.write_text(f"[client]\nscheduler_url = {server.url}/\nca_file = {server.ca_file}\n"
+                    "retry_attempts = 1\nretry_wait = 0\n")
+    return path

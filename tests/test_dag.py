@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, PIPELINES, Server, cli
+from conftest import BIN, PIPELINES, Server, cli, client_conf
 from luigi_appliance.dag import assert_dag_ok, check_task
 
 sys.path.insert(0, str(PIPELINES))
@@ -147,13 +147,6 @@ def test_hundred_thousand_tasks_time_and_memory_printed(capsys) -> None:
 
 
 # ---- the same graphs submitted by real workers -------------------------------------------------
-
-def client_conf(tmp_path: Path, server: Server) -> Path:
-    path = tmp_path / "client.conf"
-    path.write_text(f"[client]\nscheduler_url = {server.url}/\nca_file = {server.ca_file}\n"
-                    "retry_attempts = 1\nretry_wait = 0\n")
-    return path
-
 
 def run_worker(tmp_path: Path, server: Server, *args: str):
     return cli("run", "--client-config", str(client_conf(tmp_path, server)),

@@ -6,16 +6,9 @@ import os
 import time
 from pathlib import Path
 
-from conftest import PIPELINES, Server, cli
+from conftest import PIPELINES, Server, cli, client_conf
 
 EXPECTED_REPORT = 30 + 50 + 94  # see diamond_pipeline: squares summed per transform group
-
-
-def client_conf(tmp_path: Path, server: Server) -> Path:
-    path = tmp_path / "client.conf"
-    path.write_text(f"[client]\nscheduler_url = {server.url}/\nca_file = {server.ca_file}\n"
-                    "retry_attempts = 1\nretry_wait = 0\n")
-    return path
 
 
 def run_pipeline(tmp_path: Path, server: Server, *task: str, credentials: Path | None = None,

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from luigi_appliance.config import Key, SchemaLoader, duration_range, int_range, parse_path
+from luigi_appliance.config import Key, SchemaLoader, duration_range, int_range, is_loopback_host, parse_path
 from luigi_appliance.errors import ConfigError, ConfigIssue
 from luigi_appliance.inifile import Entry, read_files
 
@@ -23,18 +22,9 @@ def parse_scheduler_url(value: str) -> str:
         raise ValueError(f"expected https://HOST:PORT/, got {value!r}")
     if parts.username is not None or parts.password is not None:
         raise ValueError("credentials do not belong in the URL (they end up in logs); use a credentials file")
-    if parts.scheme == "http" and not _loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise ValueError(f"plain http:// is only allowed to a loopback address, not {parts.hostname}")
     return value if value.endswith("/") else value + "/"
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 CLIENT_SCHEMA = {

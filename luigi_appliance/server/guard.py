@@ -34,7 +34,11 @@ class GuardContext:
     hsts_max_age: int
     content_security_policy: str
     tls: bool
-    extra_headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Fixed for the life of the app: built once, set on every response.
+        self.headers = security_headers(self)
 
 
 def security_headers(ctx: GuardContext) -> dict[str, str]:
@@ -48,7 +52,6 @@ def security_headers(ctx: GuardContext) -> dict[str, str]:
     }
     if ctx.tls and ctx.hsts_max_age > 0:
         headers["Strict-Transport-Security"] = f"max-age={ctx.hsts_max_age}"
-    headers.update(ctx.extra_headers)
     return headers
 
 
@@ -72,7 +75,7 @@ class GuardMixin(tornado.web.RequestHandler):
 
     def set_default_headers(self) -> None:
         self.clear_header("Server")  # no version leakage
-        for name, value in security_headers(self.guard).items():
+        for name, value in self.guard.headers.items():
             self.set_header(name, value)
 
     async def prepare(self) -> None:

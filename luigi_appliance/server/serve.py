@@ -31,7 +31,6 @@ from luigi_appliance.config import Settings, read_hmac_key
 from luigi_appliance.errors import ApplianceError, StateError
 from luigi_appliance.server.app import build_app
 from luigi_appliance.server.cycles import CycleAwareScheduler
-from luigi_appliance.server.guard import security_headers
 from luigi_appliance.server.limits import DRAIN_LIMIT, BodyLimit
 
 log = logging.getLogger(__name__)
@@ -178,7 +177,7 @@ class _Server:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        headers = security_headers(self.app.settings["appliance_guard"])
+        headers = self.app.settings["appliance_guard"].headers
         server = tornado.httpserver.HTTPServer(
             BodyLimit(self.app, self.settings.server.max_body_bytes, headers),
             ssl_options=self.tls.context if self.tls else None,
