@@ -22,7 +22,7 @@ from luigi_appliance.server.app import build_app, route_patterns
 
 
 class _NoAuth:
-    async def authenticate(self, authorization):
+    async def authenticate(self, request):
         return None
 
     def reload(self):
@@ -31,7 +31,7 @@ class _NoAuth:
 
 def concrete_paths() -> list[str]:
     """One real URL path per route the application serves (groups filled in)."""
-    app = build_app(luigi.scheduler.Scheduler(), _NoAuth(), tls=True, hsts_max_age=1)
+    app = build_app(luigi.scheduler.Scheduler(), [_NoAuth()], tls=True, hsts_max_age=1)
     paths = []
     for pattern in route_patterns(app):
         path = pattern.rstrip("$").replace("\\.", ".")

@@ -33,7 +33,7 @@ def test_an_unclassified_luigi_route_stops_the_server_from_starting(monkeypatch)
 
     monkeypatch.setattr(luigi.server, "app", app_with_new_route)
     with pytest.raises(ApplianceError, match="/new_admin_page"):
-        app_module.build_app(luigi.scheduler.Scheduler(), None, tls=True, hsts_max_age=1)
+        app_module.build_app(luigi.scheduler.Scheduler(), [], tls=True, hsts_max_age=1)
 
 
 def test_only_reads_are_open_to_viewers() -> None:
@@ -54,8 +54,8 @@ def test_a_luigi_method_missing_from_the_table_is_refused(monkeypatch) -> None:
     from luigi_appliance.auth import Principal, Role
 
     class Admin:
-        async def authenticate(self, authorization):
-            return Principal("root", Role.ADMIN, "test") if authorization else None
+        async def authenticate(self, request):
+            return Principal("root", Role.ADMIN, "test") if request.headers.get("Authorization") else None
 
         def reload(self):
             pass
@@ -63,7 +63,7 @@ def test_a_luigi_method_missing_from_the_table_is_refused(monkeypatch) -> None:
     monkeypatch.delitem(policy.RPC_METHODS, "task_list")
 
     async def scenario() -> tuple[int, int]:
-        app = app_module.build_app(luigi.scheduler.Scheduler(), Admin(), tls=False, hsts_max_age=0)
+        app = app_module.build_app(luigi.scheduler.Scheduler(), [Admin()], tls=False, hsts_max_age=0)
         [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
         server = tornado.httpserver.HTTPServer(app)
         server.add_sockets([sock])

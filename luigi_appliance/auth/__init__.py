@@ -1,8 +1,9 @@
 """Authentication and authorization: who is calling, and what they may do.
 
-The server asks one ``Authenticator`` for the ``Principal`` behind a request; backends (local
-users file now, LDAP and bearer tokens later) plug in behind that interface. What a principal may
-do is decided by its ``Role`` against the tables in ``luigi_appliance.policy``.
+The server asks its ``Authenticator``s, in order, for the ``Principal`` behind a request; each
+scheme (browser session cookie, bearer token, HTTP Basic against local users or LDAP) plugs in
+behind that interface. What a principal may do is decided by its ``Role`` against the tables in
+``luigi_appliance.policy``, and, for ``add_task``, by its task-family allowlist.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from typing import Protocol
+
+from tornado.httputil import HTTPServerRequest
 
 from luigi_appliance.errors import ApplianceError
 
@@ -36,11 +39,17 @@ class Role(enum.IntEnum):
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller."""
+    """An authenticated caller.
+
+    ``groups``: directory (or local) group names it belongs to. ``families``: glob patterns of
+    the task families it may add; None means unrestricted.
+    """
 
     name: str
     role: Role
     backend: str
+    groups: frozenset[str] = frozenset()
+    families: tuple[str, ...] | None = None
 
 
 class AuthUnavailable(ApplianceError):
@@ -48,9 +57,13 @@ class AuthUnavailable(ApplianceError):
 
 
 class Authenticator(Protocol):
-    """Resolves request credentials to a principal; None means "not authenticated"."""
+    """Resolves a request's credentials to a principal.
 
-    async def authenticate(self, authorization: str | None) -> Principal | None: ...
+    None means "no credentials of my scheme here (or they are wrong)": the guard asks the next
+    authenticator, and answers 401 when none succeeds. Raise AuthUnavailable for 503.
+    """
+
+    async def authenticate(self, request: HTTPServerRequest) -> Principal | None: ...
 
     def reload(self) -> None:
         """Re-read whatever backs this authenticator (called on SIGHUP)."""

@@ -20,6 +20,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
+from tornado.httputil import HTTPServerRequest
+
 from luigi_appliance.auth import Principal
 
 log = logging.getLogger(__name__)
@@ -66,8 +68,8 @@ class BasicAuthenticator:
     def _cache_key(self, name: str, password: str) -> bytes:
         return hmac.new(self._key, name.encode() + b"\0" + password.encode(), hashlib.sha256).digest()
 
-    async def authenticate(self, authorization: str | None) -> Principal | None:
-        creds = parse_basic(authorization)
+    async def authenticate(self, request: HTTPServerRequest) -> Principal | None:
+        creds = parse_basic(request.headers.get("Authorization"))
         if creds is None:
             return None
         name, password = creds

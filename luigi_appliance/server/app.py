@@ -49,7 +49,7 @@ def rule_for(pattern: str) -> policy.RouteRule:
     return rule
 
 
-def build_app(scheduler: Any, authenticator: Any, *, tls: bool, hsts_max_age: int,
+def build_app(scheduler: Any, authenticators: list[Any], *, tls: bool, hsts_max_age: int,
               health_checks: list[Callable[[], bool]] | None = None) -> tornado.web.Application:
     """Luigi's Tornado app with every route guarded. Fails if luigi has a route we do not classify."""
     stock = luigi.server.app(scheduler)
@@ -70,7 +70,7 @@ def build_app(scheduler: Any, authenticator: Any, *, tls: bool, hsts_max_age: in
     settings.update(
         static_handler_class=guarded(tornado.web.StaticFileHandler, rule_for("/static/(.*)$")),
         default_handler_class=guarded(NotFoundHandler, policy.FALLBACK),
-        appliance_guard=GuardContext(authenticator, hsts_max_age, csp, tls),
+        appliance_guard=GuardContext(list(authenticators), hsts_max_age, csp, tls),
         serve_traceback=False,
         debug=False,
     )

@@ -18,6 +18,7 @@ from luigi.scheduler import RPC_METHODS as LUIGI_RPC_METHODS
 
 from luigi_appliance import policy
 from luigi_appliance.auth import Authenticator, AuthUnavailable, Principal
+from luigi_appliance.auth.context import Caller, current_caller
 from luigi_appliance.policy import RouteRule
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ _MUTATING_HTTP = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 class GuardContext:
     """What every guarded handler needs; kept in the Application's settings."""
 
-    authenticator: Authenticator
+    # Tried in order; the first that returns a principal wins.
+    authenticators: list[Authenticator]
     hsts_max_age: int
     content_security_policy: str
     tls: bool
@@ -94,19 +96,27 @@ class GuardMixin(tornado.web.RequestHandler):
             return
         if method in _MUTATING_HTTP and self._cross_site():
             raise Refused(403, "cross-site request refused")
-        try:
-            principal = await self.guard.authenticator.authenticate(self.request.headers.get("Authorization"))
-        except AuthUnavailable as exc:
-            log.error("Authentication backend unavailable: %s", exc)
-            raise Refused(503, "authentication backend unavailable") from None
+        principal = await self._authenticate()
         if principal is None:
             raise Refused(401, "authentication required", {"WWW-Authenticate": REALM})
         self.principal = principal
         self.current_user = principal
+        current_caller.set(Caller(principal, self.request.remote_ip or ""))
         if principal.role < rule.role:
             raise Refused(403, f"role {principal.role} may not use this page")
         if rule.api:
             self._check_rpc(principal)
+
+    async def _authenticate(self) -> Principal | None:
+        for authenticator in self.guard.authenticators:
+            try:
+                principal = await authenticator.authenticate(self.request)
+            except AuthUnavailable as exc:
+                log.error("Authentication backend unavailable: %s", exc)
+                raise Refused(503, "authentication backend unavailable") from None
+            if principal is not None:
+                return principal
+        return None
 
     def _check_rpc(self, principal: Principal) -> None:
         name = self.path_args[0] if self.path_args else ""

@@ -158,7 +158,7 @@ class _Server:
                                                 ttl=settings.auth.cache_ttl)
         self.tls = _setup_tls(settings)
         self.snapshotter = Snapshotter(self.scheduler, self.store)
-        self.app = build_app(self.scheduler, self.authenticator, tls=self.tls is not None,
+        self.app = build_app(self.scheduler, [self.authenticator], tls=self.tls is not None,
                              hsts_max_age=settings.server.hsts_max_age,
                              health_checks=[lambda: self.snapshotter.healthy])
         self.stopping = asyncio.Event()
