@@ -72,7 +72,10 @@ class BasicAuthenticator:
         creds = parse_basic(request.headers.get("Authorization"))
         if creds is None:
             return None
-        name, password = creds
+        return await self.check(creds[0], creds[1], request.remote_ip or "")
+
+    async def check(self, name: str, password: str, remote_ip: str) -> Principal | None:
+        """The principal for a name and password (from Basic, the login form or /auth/token)."""
         key = self._cache_key(name, password)
         now = time.monotonic()
         hit = self._cache.get(key)
