@@ -1,0 +1,1 @@
+"""Alembic environment and revisions of the history schema (run by ``luigi-appliance db``)."""

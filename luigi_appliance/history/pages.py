@@ -1,0 +1,359 @@
+"""/history, /history/by_*, /tasklist, /tasklist/<name> and the JSON API, from reader.py.
+
+Same URLs and look as luigi's pages. Queries run in a small thread pool, never on the IOLoop.
+Without [history] configured every page says so (404) instead of failing; with the database
+down they answer 503. app.py puts each handler behind the guard (policy.ROUTES: viewer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+import sqlalchemy as sa
+import tornado.web
+
+from luigi_appliance.history import reader
+from luigi_appliance.history.db import make_engine
+from luigi_appliance.history.service import HistoryService
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+MAX_LIMIT = 1000
+MAX_HOURS = 24 * 366
+T = TypeVar("T")
+
+
+class HistoryReader:
+    """Read-only access for the pages: its own engine and thread pool (``pool_size`` each)."""
+
+    def __init__(self, service: HistoryService):
+        self.service = service
+        self.settings = service.settings
+        self.engine = make_engine(self.settings, pool_size=self.settings.pool_size)
+        self._pool = ThreadPoolExecutor(self.settings.pool_size, thread_name_prefix="history-pages")
+
+    async def query(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        def run() -> T:
+            with self.engine.connect() as connection:
+                return fn(connection, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, run)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.engine.dispose()
+
+
+class _BadRequest(Exception):
+    pass
+
+
+def fmt_ts(ts: dt.datetime | None) -> str:
+    return ts.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if ts else ""
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.3f}s"
+    whole = int(seconds)
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+class _HistoryHandler(tornado.web.RequestHandler):
+    """Common parts: the disabled/unavailable answers, argument parsing, rendering."""
+
+    json_api = False
+
+    def initialize(self, reader: HistoryReader | None) -> None:
+        self.reader = reader
+
+    def get_template_path(self) -> str:
+        return str(TEMPLATES)
+
+    def get_template_namespace(self) -> dict[str, Any]:
+        namespace = super().get_template_namespace()
+        degraded = None
+        if self.reader is not None and not self.reader.service.healthy:
+            status = self.reader.service.status()
+            degraded = f"{status['spool_events']} event(s) in the spool"
+        namespace.update(fmt_ts=fmt_ts, fmt_seconds=fmt_seconds, degraded=degraded)
+        return namespace
+
+    def limit(self) -> int:
+        default = self.reader.settings.page_size if self.reader else 100
+        return self._int_arg("limit", default, 1, MAX_LIMIT)
+
+    def _int_arg(self, name: str, default: int, lo: int, hi: int) -> int:
+        raw = self.get_argument(name, None)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise _BadRequest(f"{name} must be an integer") from None
+        if not lo <= value <= hi:
+            raise _BadRequest(f"{name} must be between {lo} and {hi}")
+        return value
+
+    def next_url(self, **changes: Any) -> str:
+        args = {k: self.get_argument(k) for k in self.request.arguments}
+        args.update(changes)
+        return f"{self.request.path}?{urlencode(args)}"
+
+    async def get(self, *path_args: str) -> None:
+        if self.reader is None:
+            self._answer(404, "Task history is not enabled",
+                         "This scheduler records no task history: set [history] backend = postgresql in "
+                         "scheduler.conf (see docs/history.md).")
+            return
+        try:
+            await self.serve(*path_args)
+        except _BadRequest as exc:
+            self._answer(400, "Bad request", str(exc))
+        except (sa.exc.DBAPIError, sa.exc.TimeoutError, OSError) as exc:  # the database, not a bug here
+            log.warning("History page %s: database unavailable: %s", self.request.path,
+                        str(getattr(exc, "orig", exc)).strip().splitlines()[:1])
+            self._answer(503, "History database unavailable",
+                         "The task history database cannot be reached right now; events are being kept "
+                         "and will be shown when it is back.")
+
+    async def serve(self, *path_args: str) -> None:
+        raise NotImplementedError
+
+    async def query(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        assert self.reader is not None  # get() answered already otherwise
+        return await self.reader.query(fn, *args, **kwargs)
+
+    def _answer(self, status: int, title: str, message: str) -> None:
+        self.set_status(status)
+        if self.json_api:
+            self.finish({"error": status, "reason": message})
+        else:
+            self.render("message.html", title=title, message=message)
+
+
+class RecentHandler(_HistoryHandler):
+    """/history: events of the last ``hours`` (default 24), newest first."""
+
+    async def serve(self) -> None:
+        hours = self._int_arg("hours", 24, 1, MAX_HOURS)
+        since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=hours)
+        try:
+            page = await self.query(reader.recent_events, since=since, limit=self.limit(),
+                                           cursor=self.get_argument("cursor", None))
+        except ValueError as exc:
+            raise _BadRequest(str(exc)) from None
+        self.render("recent.html", tasks=page.rows, subtitle=f"Events of the last {hours} hours, newest first",
+                    next_url=self.next_url(cursor=page.next_cursor) if page.next_cursor else None)
+
+
+class ByNameHandler(_HistoryHandler):
+    """/history/by_name/<family>: its tasks, newest first, each with its latest event."""
+
+    async def serve(self, name: str) -> None:
+        await self._tasks(name, {})
+
+    async def _tasks(self, name: str, params: dict[str, str]) -> None:
+        before = self._int_arg("before", 0, 0, 2**63 - 1) or None
+        page = await self.query(reader.tasks_by_name, name, limit=self.limit(),
+                                       before=before, params=params)
+        subtitle = f"Tasks named {name}" + (f" with {params}" if params else "") + ", newest first"
+        self.render("recent.html", tasks=page.rows, subtitle=subtitle,
+                    next_url=self.next_url(before=page.next_cursor) if page.next_cursor else None)
+
+
+class ByParamsHandler(ByNameHandler):
+    """/history/by_params/<family>?data={"param": "value", ...}"""
+
+    async def serve(self, name: str) -> None:
+        try:
+            params = json.loads(self.get_argument("data", "{}"))
+        except ValueError:
+            raise _BadRequest("data must be a JSON object of parameter names and values") from None
+        if not isinstance(params, dict) or len(params) > 20:
+            raise _BadRequest("data must be a JSON object of at most 20 parameter names and values")
+        await self._tasks(name, {str(k): str(v) for k, v in params.items()})
+
+
+class ByIdHandler(_HistoryHandler):
+    """/history/by_id/<record id>"""
+
+    async def serve(self, record: str) -> None:
+        if not record.isdigit() or len(record) > 18:
+            raise _BadRequest("the record id is a number")
+        await self._show(int(record))
+
+    async def _show(self, record_id: int | None) -> None:
+        task = await self.query(reader.task_record, record_id) if record_id is not None else None
+        if task is None:
+            self._answer(404, "No such task", "No task with this id is recorded.")
+            return
+        self.render("show.html", task=task)
+
+
+class ByTaskIdHandler(ByIdHandler):
+    """/history/by_task_id/<luigi task id>: the latest record of that task."""
+
+    async def serve(self, task_id: str) -> None:
+        await self._show(await self.query(reader.latest_record_id, task_id))
+
+
+class TaskListHandler(_HistoryHandler):
+    """/tasklist: task family names, in order, a page at a time."""
+
+    async def serve(self) -> None:
+        limit = self._int_arg("limit", MAX_LIMIT, 1, MAX_LIMIT)
+        names = await self.query(reader.task_names, after=self.get_argument("after", ""),
+                                        limit=limit)
+        self.render("menu.html", tasknames=names,
+                    next_url=self.next_url(after=names[-1]) if len(names) == limit else None)
+
+
+@dataclass
+class Bar:
+    x: int
+    y: int
+    w: int
+    h: int
+    result: str
+    label: str
+
+
+@dataclass
+class Chart:
+    width: int
+    height: int
+    bars: list[Bar]
+    longest: str
+
+
+def run_chart(runs: list[reader.Run], width: int = 1100, height: int = 300) -> Chart:
+    """Bars of processing time per run, oldest on the left (the data luigi's nvd3 chart shows)."""
+    ordered = list(reversed(runs))
+    longest = max((r.seconds or 0.0 for r in ordered), default=0.0) or 1.0
+    step = max(2, width // max(1, len(ordered)))
+    bars = []
+    for i, run in enumerate(ordered):
+        h = max(1, int(height * (run.seconds or 0.0) / longest))
+        label = f"{fmt_ts(run.started)}: {run.result or 'RUNNING'} after {fmt_seconds(run.seconds)}"
+        bars.append(Bar(i * step, height - h, max(1, step - 1), h, run.result or "RUNNING", label))
+    return Chart(max(width, len(ordered) * step), height, bars, fmt_seconds(longest))
+
+
+class RunsHandler(_HistoryHandler):
+    """/tasklist/<family>: processing time of its runs (chart and table)."""
+
+    async def serve(self, name: str) -> None:
+        before = self._int_arg("before", 0, 0, 2**63 - 1) or None
+        runs, cursor = await self.query(reader.runs_by_name, name, limit=self.limit(),
+                                               before=before)
+        self.render("runs.html", name=name, runs=runs, chart=run_chart(runs),
+                    next_url=self.next_url(before=cursor) if cursor else None)
+
+
+def _event_json(row: reader.TaskRow) -> dict[str, Any]:
+    ev = row.latest
+    return {"event_id": ev.id if ev else None, "event": ev.event_name if ev else None,
+            "ts": ev.ts.isoformat() if ev and ev.ts else None, "principal": ev.principal if ev else None,
+            "worker_host": ev.worker_host if ev else None, "record_id": row.id, "task_id": row.task_id,
+            "name": row.name, "host": row.host, "params": row.params}
+
+
+class EventsApiHandler(_HistoryHandler):
+    """/history/api/events?since=ISO|hours=N&name=&task_id=&limit=&cursor= (JSON, newest first)."""
+
+    json_api = True
+
+    async def serve(self) -> None:
+        since_arg = self.get_argument("since", None)
+        try:
+            since = (dt.datetime.fromisoformat(since_arg) if since_arg else
+                     dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=self._int_arg("hours", 24, 1, MAX_HOURS)))
+        except ValueError:
+            raise _BadRequest("since must be an ISO 8601 time such as 2026-01-31T00:00:00+00:00") from None
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=dt.timezone.utc)
+        try:
+            page = await self.query(reader.recent_events, since=since, limit=self.limit(),
+                                           cursor=self.get_argument("cursor", None),
+                                           name=self.get_argument("name", None),
+                                           task_id=self.get_argument("task_id", None))
+        except ValueError as exc:
+            raise _BadRequest(str(exc)) from None
+        self.finish({"events": [_event_json(r) for r in page.rows], "next_cursor": page.next_cursor})
+
+
+class StatusApiHandler(_HistoryHandler):
+    """/history/api/status: the writer's state and counters (JSON)."""
+
+    json_api = True
+
+    async def get(self) -> None:  # type: ignore[override]
+        if self.reader is None:
+            self.finish({"backend": "none", "state": "disabled"})
+            return
+        self.finish(self.reader.service.status())
+
+
+class MetricsHandler(_HistoryHandler):
+    """/history/metrics: the same counters in Prometheus' text format."""
+
+    async def get(self) -> None:  # type: ignore[override]
+        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.finish(prometheus_text(self.reader.service.status() if self.reader else None))
+
+
+_METRICS = (
+    ("up", "gauge", "1 when the history database takes events and the spool is empty", None),
+    ("queued_events", "gauge", "events in the in-memory queue", "queued"),
+    ("spool_events", "gauge", "events in the spool waiting for the database", "spool_events"),
+    ("spool_bytes", "gauge", "size of the spool file", "spool_bytes"),
+    ("events_emitted_total", "counter", "events the scheduler reported", "emitted"),
+    ("events_written_total", "counter", "events stored in the database", "written"),
+    ("events_spooled_total", "counter", "events written to the spool", "spooled"),
+    ("events_dropped_total", "counter", "events lost because the queue or the spool was full", "dropped"),
+)
+
+
+def prometheus_text(status: dict[str, Any] | None) -> str:
+    lines = []
+    for name, kind, help_text, key in _METRICS:
+        metric = f"luigi_appliance_history_{name}"
+        if status is None:
+            value = 0
+        elif key is None:
+            value = 1 if status["state"] == "ok" else 0
+        else:
+            value = status[key]
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} {kind}", f"{metric} {value}"]
+    return "\n".join(lines) + "\n"
+
+
+def routes(reader_: HistoryReader | None) -> list[tuple[str, type, dict[str, Any]]]:
+    """(pattern, handler, kwargs) for app.build_app; the patterns are luigi's plus the API's."""
+    kwargs = {"reader": reader_}
+    return [
+        (r"/history", RecentHandler, kwargs),
+        (r"/history/by_name/(.*?)", ByNameHandler, kwargs),
+        (r"/history/by_id/(.*?)", ByIdHandler, kwargs),
+        (r"/history/by_task_id/(.*?)", ByTaskIdHandler, kwargs),
+        (r"/history/by_params/(.*?)", ByParamsHandler, kwargs),
+        (r"/history/api/events", EventsApiHandler, kwargs),
+        (r"/history/api/status", StatusApiHandler, kwargs),
+        (r"/history/metrics", MetricsHandler, kwargs),
+        (r"/tasklist", TaskListHandler, kwargs),
+        (r"/tasklist/(.*?)", RunsHandler, kwargs),
+    ]
+
+
