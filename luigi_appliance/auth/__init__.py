@@ -56,6 +56,14 @@ class AuthUnavailable(ApplianceError):
     """The backend cannot decide right now (e.g. its directory is down): answer 503, not 401."""
 
 
+class LockedOut(ApplianceError):
+    """Too many failed logins for this name or address: answer 429 without checking anything."""
+
+    def __init__(self, retry_after: float):
+        super().__init__(f"locked out for {retry_after:.0f}s after repeated failed logins")
+        self.retry_after = retry_after
+
+
 class Authenticator(Protocol):
     """Resolves a request's credentials to a principal.
 

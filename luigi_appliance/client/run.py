@@ -51,7 +51,8 @@ def run(options: RunOptions) -> int:
 
     def make_scheduler() -> AuthenticatedRemoteScheduler:
         return AuthenticatedRemoteScheduler(settings.scheduler_url, credentials, settings.ca_file,
-                                            settings.connect_timeout, settings.retry_attempts, settings.retry_wait)
+                                            settings.connect_timeout, settings.retry_attempts, settings.retry_wait,
+                                            use_token=settings.auth == "token")
 
     result = luigi.interface._run(luigi_args, worker_scheduler_factory=WorkerSchedulerFactory(make_scheduler))
     if result.status in _OK and result.scheduling_succeeded:

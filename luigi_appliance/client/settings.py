@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from luigi_appliance.config import Key, SchemaLoader, duration_range, int_range, is_loopback_host, parse_path
+from luigi_appliance.config import Key, SchemaLoader, choice, duration_range, int_range, is_loopback_host, parse_path
 from luigi_appliance.errors import ConfigError, ConfigIssue
 from luigi_appliance.inifile import Entry, read_files
 
@@ -35,6 +35,7 @@ CLIENT_SCHEMA = {
         "connect_timeout": Key(duration_range(1, 600), 10.0),
         "retry_attempts": Key(int_range(1, 100), 3),
         "retry_wait": Key(duration_range(0, 3600), 30.0),
+        "auth": Key(choice("token", "basic"), "token"),
     },
 }
 
@@ -47,6 +48,7 @@ class ClientSettings:
     connect_timeout: float
     retry_attempts: int
     retry_wait: float
+    auth: str
 
 
 def _present(path: Path) -> bool:

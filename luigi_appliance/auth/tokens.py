@@ -1,0 +1,175 @@
+"""Short-lived bearer tokens for workers, so a pipeline run binds to LDAP once, not per RPC.
+
+``POST /auth/token`` with name and password (HTTP Basic) returns a token. A token is a Fernet
+token (AES-128-CBC + HMAC-SHA256, from ``cryptography``) over the principal (name, role, groups,
+task-family patterns) with its issue time; the scheduler accepts it for ``[tokens] ttl``.
+Role and allowlist are fixed in the token for its lifetime: a change in the directory takes
+effect at the next exchange, at most one TTL later.
+
+The keys file holds one Fernet key per line, newest first. New tokens are signed with the first
+key; every key in the file verifies, so ``luigi-appliance token rotate-key`` (prepend a new key,
+keep the previous ones, drop the oldest beyond ``KEEP_KEYS``) followed by a reload rotates
+without logging anybody out. A token from a key no longer in the file is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from tornado.httputil import HTTPServerRequest
+
+from luigi_appliance.auth import Principal, Role
+from luigi_appliance.errors import ApplianceError, SecretError
+from luigi_appliance.secret_values import read_secret_file, write_private_file
+
+log = logging.getLogger(__name__)
+
+KEEP_KEYS = 3
+MAX_VERIFIED = 10_000
+TOKEN_BACKEND_PREFIX = "token:"  # noqa: S105 - a label, not a secret
+_VERSION = 1
+
+
+class TokenKeyError(ApplianceError):
+    """The keys file is missing, unreadable or malformed."""
+
+
+def _parse_keys(raw: bytes, path: Path) -> list[bytes]:
+    keys = [line.strip() for line in raw.splitlines() if line.strip() and not line.startswith(b"#")]
+    if not keys:
+        raise TokenKeyError(f"token keys file {path} holds no key")
+    for number, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except ValueError:
+            raise TokenKeyError(f"token keys file {path}: key {number} is not a Fernet key "
+                                "(32 url-safe base64-encoded bytes)") from None
+    return keys
+
+
+def read_keys(path: Path) -> list[bytes]:
+    try:
+        return _parse_keys(read_secret_file(path), path)
+    except SecretError as exc:
+        raise TokenKeyError(str(exc)) from None
+
+
+def ensure_keys(path: Path) -> list[bytes]:
+    """The keys in ``path``, creating it (mode 0600) with one new key on first use."""
+    if not path.exists():
+        write_private_file(path, Fernet.generate_key() + b"\n")
+        log.info("Generated token signing key file %s", path)
+    return read_keys(path)
+
+
+def rotate_keys(path: Path) -> int:
+    """Prepend a new signing key; keep at most KEEP_KEYS. Returns how many keys remain."""
+    old = path.stat() if path.exists() else None
+    keys = read_keys(path) if old is not None else []
+    keys = [Fernet.generate_key(), *keys][:KEEP_KEYS]
+    # Atomic (temporary file + rename), never readable by others; then the previous owner and
+    # mode again, since root rotates a file the scheduler's account must read.
+    write_private_file(path, b"".join(k + b"\n" for k in keys))
+    if old is not None:
+        os.chown(path, old.st_uid, old.st_gid)
+        path.chmod(old.st_mode & 0o640)
+    return len(keys)
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    expires_in: int
+
+
+class TokenService:
+    """Issues and verifies tokens; ``reload()`` re-reads the keys file (SIGHUP).
+
+    A worker sends the same token with every call for minutes, so verified tokens are remembered
+    until they expire (decrypting and checking the HMAC each time cost the scheduler's loop about
+    50 us per call). The memory holds tokens that are bearer secrets anyway, only in this process,
+    and is emptied when the keys are reloaded, so a token of a dropped key stops working at once.
+    """
+
+    def __init__(self, keys_file: Path, ttl: float, *, create: bool = True):
+        self.keys_file = keys_file
+        self.ttl = ttl
+        self._verified: dict[str, tuple[Principal, float]] = {}
+        # Only the scheduler creates the file: created by root (the CLI), its account could not read it.
+        keys = ensure_keys(keys_file) if create else read_keys(keys_file)
+        self._fernet = MultiFernet([Fernet(k) for k in keys])
+
+    def issue(self, principal: Principal) -> IssuedToken:
+        claims = {
+            "v": _VERSION,
+            "sub": principal.name,
+            "role": principal.role.name,
+            "be": principal.backend,
+            "grp": sorted(principal.groups),
+            "fam": list(principal.families) if principal.families is not None else None,
+        }
+        token = self._fernet.encrypt(json.dumps(claims, separators=(",", ":")).encode())
+        return IssuedToken(token.decode("ascii"), int(self.ttl))
+
+    def verify(self, token: str) -> Principal | None:
+        """The principal in a valid, unexpired token signed by a known key; else None."""
+        hit = self._verified.get(token)
+        if hit is not None and hit[1] > time.time():
+            return hit[0]
+        try:
+            raw = token.encode("ascii")
+            claims = json.loads(self._fernet.decrypt(raw, ttl=int(self.ttl)))
+            if claims.get("v") != _VERSION:
+                return None
+            families = claims["fam"]
+            principal = Principal(claims["sub"], Role[claims["role"]], TOKEN_BACKEND_PREFIX + claims["be"],
+                                  frozenset(claims["grp"]), tuple(families) if families is not None else None)
+            expires = self._fernet.extract_timestamp(raw) + int(self.ttl)
+        except (InvalidToken, UnicodeEncodeError, ValueError, KeyError, TypeError):
+            return None
+        if len(self._verified) >= MAX_VERIFIED:
+            now = time.time()
+            self._verified = {t: v for t, v in self._verified.items() if v[1] > now}
+            if len(self._verified) >= MAX_VERIFIED:
+                self._verified.clear()
+        self._verified[token] = (principal, expires)
+        return principal
+
+    def reload(self) -> None:
+        try:
+            self._fernet = MultiFernet([Fernet(k) for k in read_keys(self.keys_file)])
+            self._verified.clear()
+            log.info("Reloaded token keys from %s", self.keys_file)
+        except TokenKeyError as exc:
+            log.error("Keeping the previous token keys: %s", exc)
+
+
+class BearerAuthenticator:
+    """Authenticator for ``Authorization: Bearer <token>``."""
+
+    def __init__(self, tokens: TokenService):
+        self.tokens = tokens
+
+    async def authenticate(self, request: HTTPServerRequest) -> Principal | None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            return None
+        principal = self.tokens.verify(value.strip())
+        if principal is None:
+            log.warning("Refused an invalid or expired bearer token from %s", request.remote_ip)
+        return principal
+
+    def reload(self) -> None:
+        self.tokens.reload()
+
+
+def default_keys_file(state_dir: Path) -> Path:
+    return state_dir / "token.keys"
+

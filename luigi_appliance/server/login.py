@@ -1,0 +1,194 @@
+"""``/login`` and ``/logout``: the browser's way in and out (sessions: ``server/session.py``).
+
+The login form is itself protected against login CSRF (a page elsewhere logging the victim in as
+the attacker): the guard refuses cross-origin POSTs, the cookie is SameSite=Strict, and the form
+carries a token that is an HMAC of a random cookie set with the form, so only a browser that
+fetched the form from this server can post it. A wrong name and a wrong password get the same
+answer, and the password is only ever handed to ``PasswordChecker.check``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+import logging
+import secrets
+from urllib.parse import urlsplit
+
+from luigi_appliance.auth import AuthUnavailable, LockedOut
+from luigi_appliance.server.guard import GuardMixin
+from luigi_appliance.server.session import SessionAuthenticator, tokens_match
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NEXT = "/"
+LOGIN_COOKIE_TLS = "__Host-luigi-login"
+LOGIN_COOKIE_PLAIN = "luigi-login"
+LOGIN_FORM_MAX_AGE = 3600
+_MAX_NEXT = 2048
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Log in - Luigi scheduler</title>
+<style>
+body {{ font-family: sans-serif; background: #ecf0f5; margin: 0; }}
+main {{ max-width: 22em; margin: 10vh auto; background: #fff; padding: 1.5em 2em; border-radius: 4px; }}
+h1 {{ font-size: 1.3em; }}
+label {{ display: block; margin-top: 1em; }}
+input[type=text], input[type=password] {{ width: 100%; box-sizing: border-box; padding: .4em; }}
+button {{ margin-top: 1.5em; padding: .5em 1.5em; }}
+.error {{ color: #a94442; background: #f2dede; padding: .5em; }}
+</style>
+</head>
+<body>
+<main>
+<h1>Luigi scheduler</h1>
+{message}
+<form method="post" action="/login">
+<input type="hidden" name="next" value="{next}">
+<input type="hidden" name="login_token" value="{token}">
+<label for="username">User name</label>
+<input type="text" id="username" name="username" autocomplete="username" required autofocus>
+<label for="password">Password</label>
+<input type="password" id="password" name="password" autocomplete="current-password" required>
+<button type="submit">Log in</button>
+</form>
+</main>
+</body>
+</html>
+"""
+
+
+def safe_next(value: str | None) -> str:
+    """``value`` if it is a path on this server, else the default (no open redirect).
+
+    Refused: anything with a scheme or host (``https://evil``, ``//evil``), backslashes (browsers
+    read ``/\\evil`` as ``//evil``), control characters, and anything not starting with ``/``.
+    """
+    if not value or len(value) > _MAX_NEXT or not value.startswith("/") or value.startswith("//"):
+        return DEFAULT_NEXT
+    if "\\" in value or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        return DEFAULT_NEXT
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc:
+        return DEFAULT_NEXT
+    return value
+
+
+class LoginPages:
+    """What /login and /logout share: the sessions and the key of the login-form tokens."""
+
+    def __init__(self, sessions: SessionAuthenticator):
+        self.sessions = sessions
+        self.form_cookie = LOGIN_COOKIE_TLS if sessions.secure else LOGIN_COOKIE_PLAIN
+        self._form_key = secrets.token_bytes(32)  # per process: a restart expires open forms
+
+    def form_token(self, cookie_value: str) -> str:
+        return hmac.new(self._form_key, cookie_value.encode(), hashlib.sha256).hexdigest()
+
+
+class LoginHandler(GuardMixin):
+    def initialize(self, pages: LoginPages | None) -> None:
+        self._pages = pages
+
+    def prepare(self):  # type: ignore[override]
+        return self._prepare_enabled()
+
+    async def _prepare_enabled(self) -> None:
+        await GuardMixin.prepare(self)
+        if not self._finished and self._pages is None:
+            self.send_error(404, reason_text="browser login is not enabled")
+
+    @property
+    def pages(self) -> LoginPages:
+        assert self._pages is not None  # checked in prepare()
+        return self._pages
+
+    def get(self) -> None:
+        self._form(safe_next(self.get_query_argument("next", None)))
+
+    head = get
+
+    async def post(self) -> None:
+        target = safe_next(self.get_body_argument("next", None))
+        if not self._form_token_ok():
+            self._form(target, "The login form expired. Please try again.", 403)
+            return
+        name = self.get_body_argument("username", "")
+        password = self.get_body_argument("password", "")
+        remote_ip = self.request.remote_ip or ""
+        try:
+            principal = await self.pages.sessions.passwords.check(name, password, remote_ip) if name else None
+        except AuthUnavailable:
+            self._form(target, "The authentication service is unavailable. Please try again later.", 503)
+            return
+        except LockedOut as exc:
+            # Same page for a locked name and a locked address: it tells nothing about accounts.
+            self.set_header("Retry-After", str(int(exc.retry_after) + 1))
+            self._form(target, "Too many failed logins. Please try again later.", 429)
+            return
+        if principal is None:
+            # Same words and status for an unknown user and a wrong password.
+            log.info("Browser login refused from %s", remote_ip)
+            self._form(target, "Wrong user name or password.", 401)
+            return
+        sessions = self.pages.sessions
+        session_id, _ = sessions.start(principal, sessions.session_id(self.request))
+        self.set_cookie(sessions.cookie_name, session_id, path="/", max_age=int(sessions.store.absolute_timeout),
+                        httponly=True, secure=sessions.secure, samesite="Strict")
+        self.clear_cookie(self.pages.form_cookie, path="/", httponly=True, secure=sessions.secure, samesite="Strict")
+        log.info("Browser login: user %r (role %s) from %s", principal.name, principal.role, remote_ip)
+        self.redirect(target, status=303)
+
+    def _form_token_ok(self) -> bool:
+        cookie = self.get_cookie(self.pages.form_cookie)
+        return bool(cookie) and tokens_match(self.get_body_argument("login_token", None),
+                                             self.pages.form_token(cookie))
+
+    def _form(self, target: str, message: str = "", status: int = 200) -> None:
+        """The form, with a fresh form cookie and the token that matches it."""
+        cookie = secrets.token_urlsafe(32)
+        secure = self.pages.sessions.secure
+        self.set_cookie(self.pages.form_cookie, cookie, path="/", max_age=LOGIN_FORM_MAX_AGE, httponly=True,
+                        secure=secure, samesite="Strict")
+        self.set_status(status)
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        notice = f'<p class="error" role="alert">{html.escape(message)}</p>' if message else ""
+        self.finish(_PAGE.format(message=notice, next=html.escape(target, quote=True),
+                                 token=self.pages.form_token(cookie)))
+
+
+class LogoutHandler(GuardMixin):
+    """POST /logout: ends the session server-side and clears the cookie, then back to the form."""
+
+    def initialize(self, pages: LoginPages | None) -> None:
+        self._pages = pages
+
+    def post(self) -> None:
+        if self._pages is None:
+            self.send_error(404, reason_text="browser login is not enabled")
+            return
+        sessions = self._pages.sessions
+        found = sessions.lookup(self.request)
+        if found is not None:
+            session_id, session = found
+            token = self.get_body_argument("csrf_token", None) or self.request.headers.get("X-CSRF-Token")
+            if not tokens_match(token, session.csrf_token):
+                self.send_error(403, reason_text="CSRF token missing or wrong")
+                return
+            sessions.store.destroy(session_id)
+            log.info("Browser logout: user %r", session.principal.name)
+        self.clear_cookie(sessions.cookie_name, path="/", httponly=True, secure=sessions.secure, samesite="Strict")
+        self.redirect("/login", status=303)
+
+
+def routes(sessions: SessionAuthenticator | None) -> list[tuple[str, type, dict]]:
+    pages = LoginPages(sessions) if sessions is not None else None
+    return [
+        (r"/login", LoginHandler, {"pages": pages}),
+        (r"/logout", LogoutHandler, {"pages": pages}),
+    ]

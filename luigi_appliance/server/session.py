@@ -1,0 +1,165 @@
+"""Browser sessions: a cookie instead of HTTP Basic for people using the visualiser.
+
+A browser that gets a Basic challenge shows its own password dialog, keeps resending the password
+with every request (also with requests other sites make it send) and cannot log out. So people
+log in once through ``/login`` (``luigi_appliance.server.login``) and get a session cookie;
+programs (Luigi workers, curl) keep using Basic or bearer tokens.
+
+Sessions live in this process's memory only: a restart logs everybody out. The server keeps only
+the SHA-256 of each session id, so a dump of the table cannot be replayed as cookies. Each
+session has an idle timeout (reset by every request made with it) and an absolute timeout
+(counted from the login, never extended).
+
+State-changing requests made with a session must carry the session's CSRF token (a synchronizer
+token, different from the session id) in the ``X-CSRF-Token`` header, in addition to the guard's
+Origin check: the visualiser's POST shim reads it from the page and sends it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from tornado.httputil import HTTPServerRequest
+
+from luigi_appliance.auth import Principal
+from luigi_appliance.server.guard import Refused
+
+COOKIE_TLS = "__Host-luigi-session"  # __Host-: only set by this host, Secure, Path=/, no Domain
+COOKIE_PLAIN = "luigi-session"  # the prefix needs Secure, impossible over plain HTTP
+CSRF_HEADER = "X-CSRF-Token"
+MAX_SESSIONS = 10_000
+_SAFE_METHODS = frozenset({"GET", "HEAD"})
+# secrets.token_urlsafe(32): 43 characters of the URL-safe base64 alphabet.
+_ID_SHAPE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+
+
+class PasswordChecker(Protocol):
+    """What the login form needs from the password backends (BasicAuthenticator.check)."""
+
+    async def check(self, name: str, password: str, remote_ip: str) -> Principal | None: ...
+
+
+@dataclass
+class Session:
+    principal: Principal
+    csrf_token: str
+    created: float
+    last_seen: float
+
+
+def _digest(session_id: str) -> bytes:
+    # Unkeyed is enough: ids are 256 random bits, so the hash cannot be inverted by guessing.
+    return hashlib.sha256(session_id.encode("ascii")).digest()
+
+
+class SessionStore:
+    """Session ids (hashed) -> sessions, with idle and absolute expiry."""
+
+    def __init__(self, idle_timeout: float, absolute_timeout: float,
+                 clock: Callable[[], float] = time.monotonic):
+        self.idle_timeout = idle_timeout
+        self.absolute_timeout = absolute_timeout
+        self._clock = clock
+        self._sessions: dict[bytes, Session] = {}
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def create(self, principal: Principal) -> tuple[str, Session]:
+        """A new session with a new random id (never one the client chose or had before)."""
+        now = self._clock()
+        if len(self._sessions) >= MAX_SESSIONS:
+            self._purge(now)
+        if len(self._sessions) >= MAX_SESSIONS:
+            # A login flood must not grow memory without bound: the least recently used goes.
+            del self._sessions[min(self._sessions, key=lambda k: self._sessions[k].last_seen)]
+        session_id = secrets.token_urlsafe(32)
+        session = Session(principal, secrets.token_urlsafe(32), now, now)
+        self._sessions[_digest(session_id)] = session
+        return session_id, session
+
+    def get(self, session_id: str) -> Session | None:
+        """The live session for an id (and mark it used), or None if unknown or expired."""
+        if not _ID_SHAPE.match(session_id):
+            return None
+        key = _digest(session_id)
+        session = self._sessions.get(key)
+        if session is None:
+            return None
+        now = self._clock()
+        if self._expired(session, now):
+            del self._sessions[key]
+            return None
+        session.last_seen = now
+        return session
+
+    def destroy(self, session_id: str) -> Session | None:
+        if not _ID_SHAPE.match(session_id):
+            return None
+        return self._sessions.pop(_digest(session_id), None)
+
+    def clear(self) -> None:
+        self._sessions.clear()
+
+    def _expired(self, session: Session, now: float) -> bool:
+        return (now - session.last_seen >= self.idle_timeout
+                or now - session.created >= self.absolute_timeout)
+
+    def _purge(self, now: float) -> None:
+        for key in [k for k, s in self._sessions.items() if self._expired(s, now)]:
+            del self._sessions[key]
+
+
+def tokens_match(given: str | None, expected: str) -> bool:
+    """Constant-time comparison, so the token cannot be guessed byte by byte from timings."""
+    return given is not None and hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("ascii"))
+
+
+class SessionAuthenticator:
+    """Authenticator for the session cookie; also holds what the login and logout pages need."""
+
+    def __init__(self, idle_timeout: float, absolute_timeout: float, passwords: PasswordChecker, *, secure: bool):
+        self.store = SessionStore(idle_timeout, absolute_timeout)
+        self.passwords = passwords
+        self.secure = secure
+        self.cookie_name = COOKIE_TLS if secure else COOKIE_PLAIN
+
+    def session_id(self, request: HTTPServerRequest) -> str | None:
+        morsel = request.cookies.get(self.cookie_name)
+        return morsel.value if morsel is not None and morsel.value else None
+
+    def lookup(self, request: HTTPServerRequest) -> tuple[str, Session] | None:
+        session_id = self.session_id(request)
+        if session_id is None:
+            return None
+        session = self.store.get(session_id)
+        return None if session is None else (session_id, session)
+
+    async def authenticate(self, request: HTTPServerRequest) -> Principal | None:
+        found = self.lookup(request)
+        if found is None:
+            return None
+        session = found[1]
+        if request.method not in _SAFE_METHODS and not tokens_match(request.headers.get(CSRF_HEADER),
+                                                                    session.csrf_token):
+            # A live session cookie on a state-changing request without the page's token: a
+            # forged request. Refused outright rather than passed on to the next authenticator.
+            raise Refused(403, "CSRF token missing or wrong")
+        return session.principal
+
+    def start(self, principal: Principal, previous_id: str | None) -> tuple[str, Session]:
+        """Log in: end whatever session the browser had and issue a fresh id (no fixation)."""
+        if previous_id is not None:
+            self.store.destroy(previous_id)
+        return self.store.create(principal)
+
+    def reload(self) -> None:
+        """End every session: a deleted account or a changed role must not live on in a cookie."""
+        self.store.clear()
