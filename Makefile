@@ -4,7 +4,7 @@ VENV ?= .venv
 STATE_DIR ?= ./var
 PORT ?= 8082
 
-.PHONY: venv run test lint bench clean lock wheels rpm selinux
+.PHONY: venv run test lint bench clean lock wheels rpm selinux ansible
 
 venv: $(VENV)/.installed
 
@@ -24,6 +24,11 @@ test: venv
 
 lint: venv
 	$(VENV)/bin/ruff check .
+
+# The Ansible collection's checks alone (ansible/): ansible-lint production profile, syntax,
+# build, argument specs, and real plays into a temporary root (also part of `make test`).
+ansible: venv
+	$(VENV)/bin/python -m pytest tests/test_ansible.py
 
 # Stock luigid against the appliance, same workload, same machine; prints the ratio.
 bench: venv

@@ -1,4 +1,4 @@
-"""Loopback RPC throughput: stock ``luigid`` versus ``luigi-appliance serve --dev``.
+"""Loopback RPC throughput: stock ``luigid`` versus ``luigi-appliance serve``, and LDAP login latency.
 
 What is measured
     Scheduler RPCs per second and per-call latency, seen by real luigi clients. Each target gets a
@@ -6,9 +6,18 @@ What is measured
 
     * stock: ``luigid`` 3.8.1, plain HTTP, no authentication, driven with
       ``luigi.rpc.RemoteScheduler``;
-    * appliance: ``luigi-appliance serve --dev``, TLS (its self-signed certificate) and HTTP Basic
-      authentication (the generated ``admin`` credentials), driven with
-      ``luigi_appliance.client.remote.AuthenticatedRemoteScheduler``.
+    * appliance: ``luigi-appliance serve --dev``, TLS (its self-signed certificate), the generated
+      local ``admin`` account exchanged once for a bearer token (the worker client's default),
+      driven with ``luigi_appliance.client.remote.AuthenticatedRemoteScheduler``;
+    * appliance-basic: the same server, HTTP Basic with every call (client.conf auth = basic;
+      the server verifies the password once and then finds it in its cache);
+    * appliance-ldap: ``luigi-appliance serve`` with ``[auth] backend = ldap`` against a real
+      OpenLDAP ``slapd`` over LDAPS (tests/ldap_server.py starts it), an LDAP service account in a
+      nested group with a task-family allowlist, bearer tokens, the audit trail on.
+
+    Cold LDAP login latency: ``--logins`` sequential POST /auth/token calls against an appliance
+    with ``cache_ttl = 0``, so each one searches the directory and binds as the user over LDAPS
+    (new connections each time); the local-account equivalent (scrypt) is shown beside it.
 
 How
     ``--clients`` processes (spawned, default 4) each own one client object, one worker id and one
@@ -40,8 +49,9 @@ How
     rounds), each round against new servers; the summary pools all rounds.
 
 Nothing here asserts on timing: the script prints the numbers (and writes them with ``--json``). The
-goal is appliance throughput >= 0.8x stock. Clients and server share this machine's CPUs, so the
-client-side cost of TLS is part of what is measured.
+goal is appliance throughput >= 0.8x stock, token-authenticated (appliance, appliance-ldap).
+Clients and server share this machine's CPUs, so the client-side cost of TLS is part of what is
+measured.
 
 Example::
 
@@ -96,11 +106,14 @@ class BenchError(Exception):
 
 @dataclass(frozen=True)
 class Target:
-    """Where the clients connect. ``state_dir`` set means the appliance (credentials and CA there)."""
+    """Where the clients connect. ``credentials_file`` set means the appliance."""
 
     name: str
     url: str
     state_dir: str | None = None
+    credentials_file: str | None = None
+    ca_file: str | None = None
+    use_token: bool = True
 
 
 @dataclass
@@ -189,7 +202,8 @@ def stock_server(workdir: Path, bin_dir: Path) -> Iterator[tuple[Target, ServerP
 
 
 @contextlib.contextmanager
-def appliance_server(workdir: Path, bin_dir: Path) -> Iterator[tuple[Target, ServerProcess]]:
+def appliance_server(workdir: Path, bin_dir: Path, *, name: str = "appliance",
+                     use_token: bool = True) -> Iterator[tuple[Target, ServerProcess]]:
     port = free_port()
     state_dir = workdir / "appliance-state"
     cmd = [str(bin_dir / "luigi-appliance"), "serve", "--dev", "--state-dir", str(state_dir), "--port", str(port)]
@@ -200,12 +214,59 @@ def appliance_server(workdir: Path, bin_dir: Path) -> Iterator[tuple[Target, Ser
         return cert.exists() and (state_dir / CREDENTIALS_FILE).exists() and http_ok(f"{url}healthz", verify=str(cert))
 
     with running_server("luigi-appliance", cmd, workdir, probe) as server:
-        yield Target("appliance", url, str(state_dir)), server
+        yield Target(name, url, str(state_dir), str(state_dir / CREDENTIALS_FILE), str(cert), use_token), server
+
+
+@contextlib.contextmanager
+def appliance_basic_server(workdir: Path, bin_dir: Path) -> Iterator[tuple[Target, ServerProcess]]:
+    with appliance_server(workdir, bin_dir, name="appliance-basic", use_token=False) as running:
+        yield running
+
+
+LDAP_USER = "etl-bot"  # a worker through a nested group, with a task-family allowlist
+
+
+@contextlib.contextmanager
+def ldap_appliance_server(workdir: Path, bin_dir: Path, *, cache_ttl: str = "5m",
+                          name: str = "appliance-ldap") -> Iterator[tuple[Target, ServerProcess]]:
+    """``serve`` with LDAP accounts from a real slapd (started here, stopped afterwards)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from ldap_server import BIND_PW, PEOPLE, Directory
+
+    directory = Directory(workdir / "ldap")
+    try:
+        port = free_port()
+        state_dir = workdir / "appliance-state"
+        state_dir.mkdir(mode=0o750)
+        bind_pw = workdir / "bind.password"
+        bind_pw.write_text(BIND_PW + "\n")
+        bind_pw.chmod(0o600)
+        conf = directory.config(bind_password_file=bind_pw, backend="ldap").replace(
+            "etl-services = Extract, Transform, Rep*", f"etl-services = {FAMILY}*")
+        conf_path = workdir / "scheduler.conf"
+        conf_path.write_text(f"[server]\nlisten = {LOOPBACK}:{port}\n[state]\ndir = {state_dir}\n"
+                             f"[secrets]\nkey_file = {workdir / 'secret.key'}\n"
+                             f"[audit]\nfile = {workdir / 'audit.log'}\nstderr = false\n"
+                             + conf.replace("[auth]\n", f"[auth]\ncache_ttl = {cache_ttl}\n", 1))
+        conf_path.chmod(0o640)
+        creds = workdir / "ldap-credentials"
+        creds.write_text(f"{LDAP_USER}:{PEOPLE[LDAP_USER][0]}\n")
+        creds.chmod(0o600)
+        cmd = [str(bin_dir / "luigi-appliance"), "--config", str(conf_path), "serve"]
+        url = f"https://{LOOPBACK}:{port}/"
+        cert = state_dir / CERT_FILE
+        with running_server(name, cmd, workdir,
+                            lambda: cert.exists() and http_ok(f"{url}healthz", verify=str(cert))) as server:
+            yield Target(name, url, str(state_dir), str(creds), str(cert), True), server
+    finally:
+        directory.stop()
 
 
 SERVERS: dict[str, Callable[[Path, Path], contextlib.AbstractContextManager[tuple[Target, ServerProcess]]]] = {
     "stock": stock_server,
     "appliance": appliance_server,
+    "appliance-basic": appliance_basic_server,
+    "appliance-ldap": ldap_appliance_server,
 }
 
 
@@ -302,7 +363,7 @@ def make_scheduler(target: Target) -> Any:
     """The client object a luigi worker would use for ``target``, retrying nothing."""
     import luigi.rpc
 
-    if target.state_dir is None:
+    if target.credentials_file is None:
         scheduler = luigi.rpc.RemoteScheduler(url=target.url, connect_timeout=RPC_TIMEOUT)
         scheduler._rpc_retry_attempts = 1  # as the appliance client below: fail fast, no 30 s waits
         scheduler._rpc_retry_wait = 0
@@ -310,10 +371,10 @@ def make_scheduler(target: Target) -> Any:
     from luigi_appliance.client.credentials import load_credentials
     from luigi_appliance.client.remote import AuthenticatedRemoteScheduler
 
-    state_dir = Path(target.state_dir)
-    return AuthenticatedRemoteScheduler(target.url, load_credentials(state_dir / CREDENTIALS_FILE),
-                                        state_dir / CERT_FILE, connect_timeout=RPC_TIMEOUT,
-                                        retry_attempts=1, retry_wait=0.0)
+    return AuthenticatedRemoteScheduler(target.url, load_credentials(Path(target.credentials_file)),
+                                        Path(target.ca_file) if target.ca_file else None,
+                                        connect_timeout=RPC_TIMEOUT, retry_attempts=1, retry_wait=0.0,
+                                        use_token=target.use_token)
 
 
 def warm_up(workload: Workload, job: ClientJob, result: ClientResult) -> None:
@@ -605,23 +666,23 @@ def print_phase(phase: PhaseResult, rounds: int) -> None:
           flush=True)
 
 
-def round_ratios(phases: list[PhaseResult]) -> list[float]:
-    """Appliance/stock throughput within each round: less exposed to drift on a busy machine."""
+def round_ratios(phases: list[PhaseResult], target: str) -> list[float]:
+    """target/stock throughput within each round: less exposed to drift on a busy machine."""
     ratios = []
     for round_no in sorted({p.round for p in phases}):
         rps = {p.target: p.rps for p in phases if p.round == round_no}
-        if rps.get("stock"):
-            ratios.append(rps["appliance"] / rps["stock"])
+        if rps.get("stock") and target in rps:
+            ratios.append(rps[target] / rps["stock"])
     return ratios
 
 
-def print_summary(summaries: list[Summary], ratio: float, per_round: list[float]) -> None:
+def print_summary(summaries: list[Summary], ratios: dict[str, float], per_round: dict[str, list[float]]) -> None:
     print("\nSummary (all rounds pooled)")
-    print(f"{'target':<10} {'RPCs':>9} {'RPC/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'first call ms (median/max)':>28} "
+    print(f"{'target':<16} {'RPCs':>9} {'RPC/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'first call ms (median/max)':>28} "
           f"{'server CPU ms/RPC':>18}")
     for s in summaries:
         first = f"{ms(statistics.median(s.first_calls)):.1f} / {ms(max(s.first_calls)):.1f}"
-        print(f"{s.target:<10} {s.rpcs:>9} {s.rps:>9.0f} {ms(percentile(s.latencies, 50)):>8.2f} "
+        print(f"{s.target:<16} {s.rpcs:>9} {s.rps:>9.0f} {ms(percentile(s.latencies, 50)):>8.2f} "
               f"{ms(percentile(s.latencies, 99)):>8.2f} {first:>28} {fmt(s.cpu_ms_per_rpc, '.3f'):>18}")
     print("\nPer method, p50 / p99 ms")
     labels = sorted({label for s in summaries for label in s.by_method})
@@ -632,18 +693,21 @@ def print_summary(summaries: list[Summary], ratio: float, per_round: list[float]
             values = s.by_method.get(label, [])
             cells.append(f"{ms(percentile(values, 50)):.2f} / {ms(percentile(values, 99)):.2f}" if values else "-")
         print(f"{label:<16}" + "".join(f"{cell:>22}" for cell in cells))
-    if len(per_round) > 1:
-        print(f"\nper-round ratios: {', '.join(f'{r:.2f}' for r in per_round)}; "
-              f"median {statistics.median(per_round):.2f}x")
-    stock_cpu, appliance_cpu = (s.cpu_ms_per_rpc for s in summaries)
-    if stock_cpu and appliance_cpu:
-        print(f"\nserver CPU per RPC appliance/stock: {appliance_cpu / stock_cpu:.2f}x")
-    verdict = "meets" if ratio >= GOAL_RATIO else "below"
-    print(f"\nratio appliance/stock throughput: {ratio:.2f}x (goal >= {GOAL_RATIO}x; {verdict} goal)")
+    stock_cpu = summaries[0].cpu_ms_per_rpc
+    print()
+    for s in summaries[1:]:
+        ratio = ratios[s.target]
+        rounds = per_round[s.target]
+        spread = (f"; per round {', '.join(f'{r:.2f}' for r in rounds)}, median {statistics.median(rounds):.2f}x"
+                  if len(rounds) > 1 else "")
+        cpu = (f"; server CPU per RPC {s.cpu_ms_per_rpc / stock_cpu:.2f}x stock"
+               if stock_cpu and s.cpu_ms_per_rpc else "")
+        verdict = "meets" if ratio >= GOAL_RATIO else "below"
+        print(f"ratio {s.target}/stock throughput: {ratio:.2f}x (goal >= {GOAL_RATIO}x; {verdict} goal){spread}{cpu}")
 
 
 def write_json(path: Path, opts: argparse.Namespace, phases: list[PhaseResult], summaries: list[Summary],
-               ratio: float, per_round: list[float]) -> None:
+               ratios: dict[str, float], per_round: dict[str, list[float]], logins: dict[str, Any]) -> None:
     report = {
         "config": {"clients": opts.clients, "duration_s": opts.duration, "max_calls_per_client": opts.calls,
                    "warmup_iterations": opts.warmup, "rounds": opts.rounds, "cpus": os.cpu_count(),
@@ -653,9 +717,10 @@ def write_json(path: Path, opts: argparse.Namespace, phases: list[PhaseResult], 
                     "p99_ms": json_ms(percentile(p.latencies(), 99)),
                     "server_cpu_ms_per_rpc": rounded(p.cpu_ms_per_rpc)} for p in phases],
         "summary": {s.target: s.as_dict() for s in summaries},
-        "ratio_appliance_over_stock": round(ratio, 4),
-        "ratio_per_round": [round(r, 4) for r in per_round],
+        "ratio_over_stock": {name: round(r, 4) for name, r in ratios.items()},
+        "ratio_per_round": {name: [round(r, 4) for r in rs] for name, rs in per_round.items()},
         "goal_ratio": GOAL_RATIO,
+        "cold_login_ms": logins,
     }
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {path}")
@@ -693,21 +758,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="at most this many timed RPCs per client (whichever of --duration/--calls ends first)")
     parser.add_argument("--warmup", type=non_negative_int, default=5,
                         help="untimed workload iterations per client before timing")
-    parser.add_argument("--rounds", type=positive_int, default=1, help="alternate stock/appliance this many times")
+    parser.add_argument("--rounds", type=positive_int, default=1, help="run every target this many times, "
+                        "rotating their order")
+    parser.add_argument("--targets", default="stock,appliance,appliance-basic,appliance-ldap",
+                        help=f"comma-separated, stock first; from {', '.join(SERVERS)}")
+    parser.add_argument("--logins", type=non_negative_int, default=30,
+                        help="cold logins timed per account kind (0: skip the login latency measurement)")
     parser.add_argument("--bin-dir", type=Path, default=Path(sys.executable).parent,
                         help="directory holding the luigid and luigi-appliance console scripts")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
-    return parser.parse_args(argv)
+    opts = parser.parse_args(argv)
+    opts.targets = [t.strip() for t in opts.targets.split(",") if t.strip()]
+    unknown = [t for t in opts.targets if t not in SERVERS]
+    if unknown or not opts.targets or opts.targets[0] != "stock" or len(set(opts.targets)) != len(opts.targets):
+        parser.error(f"--targets: expected stock first, then any of {', '.join(list(SERVERS)[1:])}, each once")
+    return opts
 
 
-def phase_order(round_no: int) -> list[str]:
-    return ["stock", "appliance"] if round_no % 2 == 1 else ["appliance", "stock"]
+def phase_order(targets: list[str], round_no: int) -> list[str]:
+    """Each round starts with a different target, so none always runs on a cold (or hot) machine."""
+    shift = (round_no - 1) % len(targets)
+    return targets[shift:] + targets[:shift]
 
 
 def run(opts: argparse.Namespace) -> int:
     import luigi
 
-    print(f"RPC throughput, stock luigid {luigi.__version__} vs luigi-appliance: {opts.clients} client processes, "
+    print(f"RPC throughput, stock luigid {luigi.__version__} vs {', '.join(opts.targets[1:])}: "
+          f"{opts.clients} client processes, "
           f"{opts.duration:g}s or {opts.calls} calls per client, {opts.rounds} round(s), {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}")
     print("workload per iteration: add_task(PENDING, dep on previous) + get_work + add_task(DONE) + ping")
@@ -717,17 +795,75 @@ def run(opts: argparse.Namespace) -> int:
     sys.stdout.flush()
     phases: list[PhaseResult] = []
     for round_no in range(1, opts.rounds + 1):
-        for name in phase_order(round_no):
+        for name in phase_order(opts.targets, round_no):
             phase = run_phase(name, round_no, opts)
             print_phase(phase, opts.rounds)
             phases.append(phase)
-    summaries = [summarize(name, phases) for name in ("stock", "appliance")]
-    ratio = summaries[1].rps / summaries[0].rps if summaries[0].rps else float("nan")
-    per_round = round_ratios(phases)
-    print_summary(summaries, ratio, per_round)
+    summaries = [summarize(name, phases) for name in opts.targets]
+    stock_rps = summaries[0].rps
+    ratios = {s.target: (s.rps / stock_rps if stock_rps else float("nan")) for s in summaries[1:]}
+    per_round = {s.target: round_ratios(phases, s.target) for s in summaries[1:]}
+    print_summary(summaries, ratios, per_round)
+    logins = measure_logins(opts) if opts.logins else {}
     if opts.json:
-        write_json(opts.json, opts, phases, summaries, ratio, per_round)
+        write_json(opts.json, opts, phases, summaries, ratios, per_round, logins)
     return 0
+
+
+# ---- cold login latency -------------------------------------------------------------------------
+
+def time_logins(target: Target, count: int) -> list[float]:
+    """``count`` sequential POST /auth/token with the target's name and password, each a new connection."""
+    name, _, password = Path(target.credentials_file or "").read_text().strip().partition(":")
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        resp = requests.post(f"{target.url}auth/token", auth=(name, password), verify=target.ca_file, timeout=30)
+        samples.append(time.perf_counter() - started)
+        if resp.status_code != 200:
+            raise BenchError(f"{target.name}: /auth/token answered {resp.status_code}: {resp.text[:200]}")
+    return samples
+
+
+def measure_logins(opts: argparse.Namespace) -> dict[str, Any]:
+    """Cold logins (nothing cached: cache_ttl 0 / a local scrypt check each time), LDAP and local."""
+    print(f"\nCold login latency: {opts.logins} sequential POST /auth/token per kind, nothing cached, "
+          "new TLS connection each")
+    report: dict[str, Any] = {}
+    kinds = {"ldap": lambda d: ldap_appliance_server(d, opts.bin_dir, cache_ttl="0", name="ldap-logins"),
+             "local": lambda d: local_cold_server(d, opts.bin_dir)}
+    for kind, start in kinds.items():
+        with tempfile.TemporaryDirectory(prefix=f"login-bench-{kind}-") as tmp, start(Path(tmp)) as (target, _):
+            samples = time_logins(target, opts.logins)
+        report[kind] = {"p50": json_ms(percentile(samples, 50)), "p95": json_ms(percentile(samples, 95)),
+                        "max": json_ms(max(samples))}
+        print(f"  {kind:<6} p50 {ms(percentile(samples, 50)):.1f} ms, p95 {ms(percentile(samples, 95)):.1f} ms, "
+              f"max {ms(max(samples)):.1f} ms")
+    return report
+
+
+@contextlib.contextmanager
+def local_cold_server(workdir: Path, bin_dir: Path) -> Iterator[tuple[Target, ServerProcess]]:
+    """A local-account appliance with cache_ttl = 0: every login runs scrypt."""
+    state_dir = workdir / "appliance-state"
+    subprocess.run([str(bin_dir / "luigi-appliance"), "user", "--users-file", str(workdir / "users"), "add",
+                    "bench", "--role", "worker"], input="bench-password-123\n", text=True, check=True,
+                   capture_output=True)
+    creds = workdir / "credentials"
+    creds.write_text("bench:bench-password-123\n")
+    creds.chmod(0o600)
+    port = free_port()
+    conf = workdir / "scheduler.conf"
+    conf.write_text(f"[server]\nlisten = {LOOPBACK}:{port}\n[state]\ndir = {state_dir}\n[auth]\n"
+                    f"users_file = {workdir / 'users'}\ncache_ttl = 0\n[secrets]\nkey_file = {workdir / 'secret.key'}\n"
+                    f"[audit]\nfile = {workdir / 'audit.log'}\nstderr = false\n")
+    conf.chmod(0o640)
+    url = f"https://{LOOPBACK}:{port}/"
+    cert = state_dir / CERT_FILE
+    cmd = [str(bin_dir / "luigi-appliance"), "--config", str(conf), "serve"]
+    with running_server("local-logins", cmd, workdir,
+                        lambda: cert.exists() and http_ok(f"{url}healthz", verify=str(cert))) as server:
+        yield Target("local-logins", url, str(state_dir), str(creds), str(cert), True), server
 
 
 def main(argv: list[str] | None = None) -> int:

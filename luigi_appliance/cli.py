@@ -11,6 +11,7 @@ from pathlib import Path
 
 from luigi_appliance import __version__
 from luigi_appliance.errors import ApplianceError, ConfigError
+from luigi_appliance.history.commands import add_parsers as add_history_parsers
 
 EXIT_ERROR = 1
 
@@ -40,6 +41,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ("server", "listen"): f"127.0.0.1:{args.port}",
             ("auth", "users_file"): str(files.users_file),
             ("secrets", "key_file"): str(state_dir / "secret.key"),
+            # Task history in DIR/history.db, through the same code as PostgreSQL.
+            ("history", "backend"): "sqlite",
+            ("history", "sqlite_path"): str(state_dir / "history.db"),
+            ("audit", "file"): str(state_dir / "audit.log"),
         }
         if args.insecure_http:
             overrides[("server", "insecure_http")] = "true"
@@ -139,6 +144,28 @@ def cmd_user(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- ldap, token -------------------------------------------------------------------------------
+
+def cmd_ldap(args: argparse.Namespace) -> int:
+    from luigi_appliance.auth.admin import ldap_test
+
+    ask = (lambda: getpass.getpass(f"Password for {args.user}: ")) if args.password else None
+    if args.password and not args.user:
+        raise UsageError("--password needs --user")
+    return ldap_test(_settings(args), args.user, ask, sys.stdout)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from luigi_appliance.auth import admin
+
+    settings = _settings(args)
+    if args.token_command == "issue":  # noqa: S105 - a subcommand name
+        print(admin.issue_token(settings, args.user))
+    else:
+        print(admin.rotate_key(settings), file=sys.stderr)
+    return 0
+
+
 # ---- config, secret ----------------------------------------------------------------------------
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -223,6 +250,23 @@ def build_parser() -> argparse.ArgumentParser:
     user_sub.add_parser("list", help="list accounts and roles")
     user.set_defaults(func=cmd_user)
 
+    ldap = sub.add_parser("ldap", help="check the LDAP settings against the directory")
+    ldap_sub = ldap.add_subparsers(dest="ldap_command", required=True)
+    ldap_check = ldap_sub.add_parser("test", help="bind the search account; with --user, show the user's "
+                                     "groups, role and task families")
+    ldap_check.add_argument("--user", help="user name to look up")
+    ldap_check.add_argument("--password", action="store_true",
+                            help="also prompt for the user's password (not echoed) and check it")
+    ldap.set_defaults(func=cmd_ldap)
+
+    token = sub.add_parser("token", help="bearer tokens for workers")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    issue = token_sub.add_parser("issue", help="print a token for an account (no password asked: "
+                                 "needs read access to the token keys)")
+    issue.add_argument("--user", required=True)
+    token_sub.add_parser("rotate-key", help="add a new signing key; older keys keep verifying")
+    token.set_defaults(func=cmd_token)
+
     config = sub.add_parser("config", help="validate or show the configuration")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     config_sub.add_parser("check", help="validate; exit 1 listing every problem")
@@ -234,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     encrypt = secret_sub.add_parser("encrypt", help="read a secret on stdin, print an enc: value")
     encrypt.add_argument("--key-file", type=Path, help="default: [secrets] key_file (created if missing)")
     secret.set_defaults(func=cmd_secret)
+
+    add_history_parsers(sub)  # db upgrade|current|history, history prune
     return parser
 
 

@@ -17,6 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from luigi_appliance.errors import ConfigError, ConfigIssue, SecretError
+from luigi_appliance.history.settings import (
+    BACKENDS,
+    SPOOL_FULL_POLICIES,
+    SSLMODES,
+    HistorySettings,
+    default_sslmode,
+    parse_db_host,
+    parse_identifier,
+    size_range,
+)
 from luigi_appliance.inifile import Entry, IniDocument, read_files
 from luigi_appliance.secret_values import ENC_PREFIX, decrypt_value, read_secret_file, secret_file_problem
 
@@ -28,14 +38,15 @@ DEFAULT_PORT = 8082
 # bypass the signed state store or the non-blocking history.
 _MANAGED_SCHEDULER_KEYS = {
     "state_path": "the appliance keeps state under [state] dir, signed; remove this key",
-    "record_task_history": "luigi's own task history writes synchronously on the scheduler's only thread; "
-                           "the appliance's non-blocking history is not available yet; remove this key",
+    "record_task_history": "luigi's own task history writes synchronously on the scheduler's only thread "
+                           "and loses events when its database fails; configure the appliance's "
+                           "non-blocking history in [history] instead (backend = postgresql); remove this key",
 }
 
 
 # Sections whose keys are not in SCHEMA: luigi's scheduler options (checked against luigi's own
 # parameters) and resource limits (any name, a non-negative integer each).
-_FREEFORM_SECTIONS = ("scheduler", "resources")
+_FREEFORM_SECTIONS = ("scheduler", "resources", "roles", "families")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,6 +110,72 @@ def parse_path(value: str) -> Path:
     if not path.is_absolute():
         raise ValueError(f"expected an absolute path, got {value!r}")
     return path
+
+
+_LDAP_URI = re.compile(r"^(ldaps?)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?/?$")
+
+
+def parse_ldap_uris(value: str) -> tuple[str, ...]:
+    """One or more ``ldap://HOST[:PORT]`` / ``ldaps://HOST[:PORT]``, separated by blanks or commas."""
+    uris = tuple(u for u in re.split(r"[\s,]+", value.strip()) if u)
+    if not uris:
+        raise ValueError("expected one or more ldaps://HOST[:PORT] or ldap://HOST[:PORT] URIs")
+    for uri in uris:
+        m = _LDAP_URI.match(uri)
+        if not m or (m.group(3) and not 1 <= int(m.group(3)) <= 65535):
+            raise ValueError(f"expected ldaps://HOST[:PORT] or ldap://HOST[:PORT], got {uri!r}")
+    return uris
+
+
+def parse_dn(value: str) -> str:
+    if "=" not in value:
+        raise ValueError(f"expected a distinguished name such as ou=people,dc=example,dc=com, got {value!r}")
+    return value
+
+
+def filter_template(*placeholders: str) -> Callable[[str], str]:
+    """An LDAP filter with ``{placeholder}`` fields, e.g. ``(uid={username})``."""
+    def parse(value: str) -> str:
+        if not (value.startswith("(") and value.endswith(")")) or value.count("(") != value.count(")"):
+            raise ValueError(f"expected an LDAP filter in parentheses, got {value!r}")
+        try:
+            value.format(**{name: "x" for name in placeholders})
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"expected only the placeholders {', '.join('{' + p + '}' for p in placeholders)} "
+                             f"in {value!r}: {exc}") from None
+        if "{" + placeholders[0] + "}" not in value:
+            raise ValueError(f"expected the placeholder {{{placeholders[0]}}} in {value!r}")
+        return value
+    return parse
+
+
+def parse_regex(value: str) -> re.Pattern[str]:
+    try:
+        pattern = re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"expected a regular expression: {exc}") from None
+    if not (value.startswith("^") and value.endswith("$")):
+        raise ValueError(f"expected a pattern anchored with ^ and $, got {value!r}")
+    return pattern
+
+
+def parse_backends(value: str) -> tuple[str, ...]:
+    """``local``, ``ldap``, or both in the order they are asked: ``ldap, local``."""
+    names = tuple(n for n in re.split(r"[\s,]+", value.strip().lower()) if n)
+    if not names or any(n not in ("local", "ldap") for n in names) or len(set(names)) != len(names):
+        raise ValueError(f"expected local, ldap, or both in order (e.g. 'ldap, local'), got {value!r}")
+    return names
+
+
+def parse_globs(value: str) -> tuple[str, ...]:
+    """Task-family glob patterns separated by blanks or commas, e.g. ``Etl*, Report*``."""
+    globs = tuple(g for g in re.split(r"[\s,]+", value.strip()) if g)
+    if not globs:
+        raise ValueError("expected one or more task-family patterns such as Etl* or ReportDaily")
+    for glob in globs:
+        if not re.match(r"^[A-Za-z0-9_.*?\[\]!-]+$", glob):
+            raise ValueError(f"expected a task-family pattern of letters, digits, _ . - and * ? [ ], got {glob!r}")
+    return globs
 
 
 def is_loopback_host(host: str) -> bool:
@@ -180,9 +257,42 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "hmac_key": Key(str, None, secret=True),
     },
     "auth": {
-        "backend": Key(choice("local"), "local"),
-        "users_file": Key(parse_path, Path("/etc/luigi-appliance/users"), must_exist=True),
+        "backend": Key(parse_backends, ("local",)),
+        # Must exist only when the local backend is used: checked in _cross_checks.
+        "users_file": Key(parse_path, Path("/etc/luigi-appliance/users")),
         "cache_ttl": Key(duration_range(0, 86400), 300.0),
+        "failure_limit": Key(int_range(1, 1000), 5),
+        "failure_window": Key(duration_range(1, 86400), 300.0),
+        "lockout": Key(duration_range(1, 86400), 900.0),
+    },
+    "ldap": {
+        "servers": Key(parse_ldap_uris, ()),
+        "start_tls": Key(parse_bool, True),
+        "allow_insecure": Key(parse_bool, False),
+        "ca_file": Key(parse_path, None, must_exist=True),
+        "connect_timeout": Key(duration_range(0.1, 120), 5.0),
+        "receive_timeout": Key(duration_range(0.1, 300), 10.0),
+        "bind_dn": Key(parse_dn, None),
+        "bind_password": Key(str, None, secret=True),
+        "user_base": Key(parse_dn, None),
+        "user_filter": Key(filter_template("username"), "(uid={username})"),
+        "username_pattern": Key(parse_regex, re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")),
+        "group_source": Key(choice("memberof", "search"), "memberof"),
+        "group_base": Key(parse_dn, None),
+        "group_filter": Key(filter_template("dn", "username"),
+                            "(|(member={dn})(uniqueMember={dn})(memberUid={username}))"),
+        "group_name_attribute": Key(str, "cn"),
+        "nested_depth": Key(int_range(0, 20), 5),
+        "referrals": Key(parse_bool, False),
+        "outage_grace": Key(duration_range(0, 7 * 86400), 3600.0),
+    },
+    "tokens": {
+        "ttl": Key(duration_range(60, 86400), 900.0),
+        "keys_file": Key(parse_path, None),
+    },
+    "audit": {
+        "file": Key(parse_path, Path("/var/log/luigi-appliance/audit.log")),
+        "stderr": Key(parse_bool, True),
     },
     "secrets": {
         "key_file": Key(parse_path, Path("/etc/luigi-appliance/secret.key")),
@@ -190,6 +300,36 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "logging": {
         "level": Key(choice("debug", "info", "warning", "error"), "info"),
         "format": Key(choice("auto", "journal", "text"), "auto"),
+    },
+    # Browser login sessions (server/session.py).
+    "session": {
+        "idle_timeout": Key(duration_range(1, 86400), 1800.0),
+        "absolute_timeout": Key(duration_range(1, 30 * 86400), 28800.0),
+    },
+    # Task history (docs/history.md); HistorySettings holds the defaults' meaning.
+    "history": {
+        "backend": Key(choice(*BACKENDS), "none"),
+        "sqlite_path": Key(parse_path, Path("/var/lib/luigi-appliance/history.db")),
+        "host": Key(parse_db_host, "localhost"),
+        "port": Key(int_range(1, 65535), 5432),
+        "dbname": Key(parse_identifier, "luigi"),
+        "user": Key(parse_identifier, "luigi_scheduler"),
+        "password": Key(str, None, secret=True),
+        "admin_user": Key(parse_identifier, None),
+        "admin_password": Key(str, None, secret=True),
+        # None: verify-full for a remote host, disable for loopback/unix (default_sslmode).
+        "sslmode": Key(choice(*SSLMODES), None),
+        "sslrootcert": Key(parse_path, None, must_exist=True),
+        "allow_insecure": Key(parse_bool, False),
+        "pool_size": Key(int_range(1, 32), 2),
+        "connect_timeout": Key(duration_range(1, 300), 5.0),
+        "statement_timeout": Key(duration_range(1, 3600), 30.0),
+        "queue_size": Key(int_range(1000, 10_000_000), 100_000),
+        "batch_size": Key(int_range(1, 10_000), 500),
+        "retry_interval": Key(duration_range(0.1, 300), 5.0),
+        "spool_limit": Key(size_range(1024 * 1024, 1024**4), 1024**3),
+        "spool_full": Key(choice(*SPOOL_FULL_POLICIES), "drop-new"),
+        "page_size": Key(int_range(10, 1000), 100),
     },
 }
 
@@ -231,15 +371,71 @@ class StateSettings:
 
 @dataclass(frozen=True)
 class AuthSettings:
-    backend: str
+    backends: tuple[str, ...]
     users_file: Path
     cache_ttl: float
+    failure_limit: int
+    failure_window: float
+    lockout: float
+    # Group name (normalised like a config key) -> role, and -> task-family patterns.
+    roles: dict[str, Any] = field(default_factory=dict)
+    families: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LdapSettings:
+    servers: tuple[str, ...]
+    start_tls: bool
+    allow_insecure: bool
+    ca_file: Path | None
+    connect_timeout: float
+    receive_timeout: float
+    bind_dn: str | None
+    bind_password_file: Path | None
+    user_base: str | None
+    user_filter: str
+    username_pattern: re.Pattern[str]
+    group_source: str
+    group_base: str | None
+    group_filter: str
+    group_name_attribute: str
+    nested_depth: int
+    referrals: bool
+    outage_grace: float
+    bind_password: bytes | None = field(default=None, repr=False)
+
+    def read_bind_password(self) -> str | None:
+        if self.bind_password is not None:
+            return self.bind_password.decode()
+        if self.bind_password_file is not None:
+            return read_secret_file(self.bind_password_file).decode().strip("\r\n")
+        return None
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    ttl: float
+    keys_file: Path | None
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    file: Path
+    stderr: bool
 
 
 @dataclass(frozen=True)
 class LoggingSettings:
     level: str
     format: str
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """Browser sessions: ended after ``idle_timeout`` seconds unused or ``absolute_timeout`` after login."""
+
+    idle_timeout: float = 1800.0
+    absolute_timeout: float = 28800.0
 
 
 @dataclass(frozen=True)
@@ -250,6 +446,9 @@ class Settings:
     tls: TLSSettings
     state: StateSettings
     auth: AuthSettings
+    ldap: LdapSettings
+    tokens: TokenSettings
+    audit: AuditSettings
     logging: LoggingSettings
     secrets_key_file: Path
     scheduler: dict[str, Any]
@@ -257,6 +456,8 @@ class Settings:
     files: list[str]
     # (section, key) -> (display value, origin) for ``config show``
     effective: dict[tuple[str, str], tuple[str, str]]
+    history: HistorySettings = field(default_factory=HistorySettings)
+    session: SessionSettings = field(default_factory=SessionSettings)
 
 
 def config_paths(explicit: Path | None) -> list[Path]:
@@ -375,6 +576,10 @@ def _display(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
+    if isinstance(value, tuple):
+        return ", ".join(value)
+    if isinstance(value, re.Pattern):
+        return value.pattern
     return str(value)
 
 
@@ -417,9 +622,69 @@ def _load_resources_section(doc: IniDocument, loader: SchemaLoader) -> dict[str,
     return resources
 
 
+def _load_group_sections(doc: IniDocument, loader: SchemaLoader
+                         ) -> tuple[dict[str, Any], dict[str, tuple[str, ...]]]:
+    """[roles] group = role and [families] group = patterns; group names compare like keys."""
+    from luigi_appliance.auth import Role
+
+    roles: dict[str, Any] = {}
+    for entry in doc.in_section("roles"):
+        try:
+            roles[entry.key] = Role.parse(entry.value)
+        except ValueError as exc:
+            loader.issue(entry, "roles", entry.key, str(exc))
+            continue
+        loader.effective[("roles", entry.key)] = (entry.value, f"{entry.file}:{entry.line}")
+    families: dict[str, tuple[str, ...]] = {}
+    for entry in doc.in_section("families"):
+        try:
+            families[entry.key] = parse_globs(entry.value)
+        except ValueError as exc:
+            loader.issue(entry, "families", entry.key, str(exc))
+            continue
+        loader.effective[("families", entry.key)] = (entry.value, f"{entry.file}:{entry.line}")
+    return roles, families
+
+
+def _ldap_cross_checks(loader: SchemaLoader, roles: dict[str, Any]) -> None:
+    v = loader.values
+    doc = loader.doc
+    if "ldap" not in (v.get(("auth", "backend")) or ()):
+        return
+    where = doc.get("auth", "backend")
+    if not v.get(("ldap", "servers")):
+        loader.issue(where, "ldap", "servers", "[auth] backend includes ldap: give the directory's URIs, "
+                     "e.g. servers = ldaps://ldap1.example.com ldaps://ldap2.example.com")
+    if not v.get(("ldap", "user_base")):
+        loader.issue(where, "ldap", "user_base", "[auth] backend includes ldap: give the base DN user "
+                     "entries are searched under, e.g. user_base = ou=people,dc=example,dc=com")
+    plain = [u for u in v.get(("ldap", "servers")) or () if u.startswith("ldap://")]
+    if plain and not v.get(("ldap", "start_tls")) and not v.get(("ldap", "allow_insecure")):
+        loader.issue(doc.get("ldap", "start_tls"), "ldap", "start_tls",
+                     f"{plain[0]} without StartTLS sends passwords in clear; use ldaps://, keep "
+                     "start_tls = true, or set allow_insecure = true to accept the risk")
+    has_pw = v.get(("ldap", "bind_password")) is not None or v.get(("ldap", "bind_password_file")) is not None
+    if v.get(("ldap", "bind_dn")) and not has_pw:
+        loader.issue(doc.get("ldap", "bind_dn"), "ldap", "bind_password",
+                     "bind_dn needs its password: bind_password_file = PATH or bind_password = enc:...")
+    if has_pw and not v.get(("ldap", "bind_dn")):
+        loader.issue(doc.get("ldap", "bind_password_file") or doc.get("ldap", "bind_password"), "ldap",
+                     "bind_dn", "a bind password is given but no bind_dn to bind as")
+    if v.get(("ldap", "group_source")) == "search" and not v.get(("ldap", "group_base")):
+        loader.issue(doc.get("ldap", "group_source"), "ldap", "group_base",
+                     "group_source = search needs group_base, the DN groups are searched under")
+    if not roles:
+        loader.issue(where, "roles", None, "[auth] backend includes ldap but no [roles] entry maps a "
+                     "directory group to a role: nobody could log in (e.g. luigi-admins = admin)")
+
+
 def _cross_checks(loader: SchemaLoader) -> None:
     v = loader.values
     doc = loader.doc
+    users_file: Path | None = v.get(("auth", "users_file"))
+    if loader.check_files and "local" in (v.get(("auth", "backend")) or ()) and users_file and not users_file.exists():
+        loader.issue(doc.get("auth", "users_file") or doc.get("auth", "backend"), "auth", "users_file",
+                     f"file {users_file} does not exist (create it with 'luigi-appliance user add')")
     listen: ListenAddress | None = v.get(("server", "listen"))
     if v.get(("server", "insecure_http")) and listen is not None and not listen.is_local():
         loader.issue(doc.get("server", "insecure_http") or doc.get("server", "listen"), "server", "insecure_http",
@@ -450,7 +715,10 @@ def load_settings(paths: list[Path], *, check_files: bool = True,
     loader.load()
     scheduler = _load_scheduler_section(doc, loader)
     resources = _load_resources_section(doc, loader)
+    roles, families = _load_group_sections(doc, loader)
     _cross_checks(loader)
+    _ldap_cross_checks(loader, roles)
+    _history_cross_checks(loader)
     if issues:
         order = {name: i for i, name in enumerate(doc.files)}
         raise ConfigError(sorted(issues, key=lambda i: (order.get(i.file, len(order)), i.line or 0)))
@@ -462,14 +730,57 @@ def load_settings(paths: list[Path], *, check_files: bool = True,
                         v[("tls", "min_version")]),
         state=StateSettings(v[("state", "dir")], v[("state", "snapshot_interval")],
                             v[("state", "hmac_key_file")], v[("state", "hmac_key")]),
-        auth=AuthSettings(v[("auth", "backend")], v[("auth", "users_file")], v[("auth", "cache_ttl")]),
+        auth=AuthSettings(v[("auth", "backend")], v[("auth", "users_file")], v[("auth", "cache_ttl")],
+                          v[("auth", "failure_limit")], v[("auth", "failure_window")], v[("auth", "lockout")],
+                          roles, families),
+        ldap=LdapSettings(**{name: v[("ldap", name)] for name in SCHEMA["ldap"] if name != "bind_password"},
+                          bind_password_file=v[("ldap", "bind_password_file")],
+                          bind_password=v[("ldap", "bind_password")]),
+        tokens=TokenSettings(v[("tokens", "ttl")], v[("tokens", "keys_file")]),
+        audit=AuditSettings(v[("audit", "file")], v[("audit", "stderr")]),
         logging=LoggingSettings(v[("logging", "level")], v[("logging", "format")]),
         secrets_key_file=v[("secrets", "key_file")],
         scheduler=scheduler,
         resources=resources,
         files=doc.files,
         effective=loader.effective,
+        history=_history_settings(loader.values),
+        session=SessionSettings(v[("session", "idle_timeout")], v[("session", "absolute_timeout")]),
     )
+
+
+def _history_cross_checks(loader: SchemaLoader) -> None:
+    """TLS to a remote database verifies the server unless the admin explicitly accepts less."""
+    v = loader.values
+    doc = loader.doc
+    if v.get(("history", "backend")) != "postgresql":
+        return
+    host = v.get(("history", "host")) or "localhost"
+    sslmode = v.get(("history", "sslmode")) or default_sslmode(host)
+    local = host.startswith("/") or is_loopback_host(host)
+    where = doc.get("history", "sslmode") or doc.get("history", "host") or doc.get("history", "backend")
+    if not local and sslmode != "verify-full" and not v.get(("history", "allow_insecure")):
+        loader.issue(where, "history", "sslmode",
+                     f"sslmode = {sslmode} does not verify that {host} is the database server (verify-full "
+                     "does); refused for a non-local host unless allow_insecure = true")
+    if sslmode.startswith("verify") and v.get(("history", "sslrootcert")) is None:
+        loader.issue(where, "history", "sslrootcert",
+                     f"sslmode = {sslmode} needs sslrootcert, the CA certificate(s) that signed the database "
+                     "server's certificate, e.g. sslrootcert = /etc/luigi-appliance/tls/db-ca.pem")
+    has_admin_pw = v.get(("history", "admin_password")) is not None or v.get(("history", "admin_password_file"))
+    if has_admin_pw and not v.get(("history", "admin_user")):
+        loader.issue(doc.get("history", "admin_password_file") or doc.get("history", "admin_password"),
+                     "history", "admin_user", "an admin password is given but no admin_user (the database owner)")
+
+
+def _history_settings(v: dict[tuple[str, str], Any]) -> HistorySettings:
+    host = v[("history", "host")]
+    names = [name for name in SCHEMA["history"] if name not in ("sslmode",)]
+    values = {name: v[("history", name)] for name in names}
+    values["sslmode"] = v[("history", "sslmode")] or default_sslmode(host)
+    for secret in ("password", "admin_password"):
+        values[f"{secret}_file"] = v[("history", f"{secret}_file")]
+    return HistorySettings(**values)
 
 
 def render_effective(settings: Settings) -> str:

@@ -55,3 +55,7 @@ class CredentialsError(ApplianceError):
 
 class UsersFileError(ApplianceError):
     """The local users file is malformed or could not be updated."""
+
+
+class HistoryError(ApplianceError):
+    """The task history database is misconfigured, unreachable or at the wrong schema version."""

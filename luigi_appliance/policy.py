@@ -78,7 +78,8 @@ RPC_METHODS: dict[str, MethodRule] = {
 
 @dataclass(frozen=True)
 class RouteRule:
-    """``role`` None: no authentication (only the health check). ``api``: per-method rules apply."""
+    """``role`` None: no authentication (the health check, the login and logout forms).
+    ``api``: per-method rules apply."""
 
     role: Role | None
     methods: frozenset[str]
@@ -98,6 +99,10 @@ ROUTES: dict[str, RouteRule] = {
     "/history/by_id/(.*?)$": RouteRule(Role.VIEWER, _READ_ONLY),
     "/history/by_task_id/(.*?)$": RouteRule(Role.VIEWER, _READ_ONLY),
     "/history/by_params/(.*?)$": RouteRule(Role.VIEWER, _READ_ONLY),
+    # The appliance's history API for scripts, the writer's status and its metrics.
+    "/history/api/events$": RouteRule(Role.VIEWER, _READ_ONLY),
+    "/history/api/status$": RouteRule(Role.VIEWER, _READ_ONLY),
+    "/history/metrics$": RouteRule(Role.VIEWER, _READ_ONLY),
     "/metrics$": RouteRule(Role.VIEWER, _READ_ONLY),
     "/static/(.*)$": RouteRule(Role.VIEWER, _READ_ONLY),
     "/(favicon\\.ico)$": RouteRule(Role.VIEWER, _READ_ONLY),
@@ -106,6 +111,12 @@ ROUTES: dict[str, RouteRule] = {
     "/static/visualiser/index\\.html$": RouteRule(Role.VIEWER, _READ_ONLY),
     "/appliance/visualiser-post\\.js$": RouteRule(Role.VIEWER, _READ_ONLY),
     "/healthz$": RouteRule(None, _READ_ONLY),
+    # Bearer tokens for workers, for a name and password (any role: a token carries the role).
+    "/auth/token$": RouteRule(Role.VIEWER, frozenset({"POST"})),
+    # Browser login: the form must be reachable without a session. The guard still applies its
+    # method and cross-origin checks; the handlers check the form token and the CSRF token.
+    "/login$": RouteRule(None, frozenset({"GET", "HEAD", "POST"})),
+    "/logout$": RouteRule(None, frozenset({"POST"})),
 }
 
 # Routes nobody matched (Tornado's default handler): still authenticated, so an anonymous

@@ -152,6 +152,8 @@ snapshot_interval = {snapshot_interval}
 users_file = {users}
 [secrets]
 key_file = {tmp_path / 'secret.key'}
+[audit]
+file = {tmp_path / 'audit.log'}
 {extra}
 """)
         server = Server(["--config", str(conf), "serve"], state_dir, port, tmp_path / "server.log")

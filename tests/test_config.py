@@ -38,7 +38,7 @@ no_such_option = 1
     assert code == 1
     # 8 in the file, plus the default users file that does not exist on this machine.
     assert "9 configuration error(s)" in out
-    assert f"{conf}: [auth] users_file: file /etc/luigi-appliance/users (the default) does not exist" in out
+    assert f"{conf}: [auth] users_file: file /etc/luigi-appliance/users does not exist" in out
     assert f"{conf}:3: [server] listen: expected a port between 1 and 65535, got 99999" in out
     assert f"{conf}:4: [server] max_body_bytes: expected an integer between" in out
     assert f"{conf}:5: [server] colour: unknown key; expected one of" in out

@@ -169,20 +169,24 @@ def test_installed_payload_runs(rpms, tmp_path: Path) -> None:
     run("sh", "-c", f"rpm2cpio {rpms['1']['main']} | cpio -idm --quiet", cwd=tree)
     state = tmp_path / "state"
     state.mkdir(mode=0o750)
+    logs = tmp_path / "logs"  # what the unit's LogsDirectory= (and tmpfiles.d) create
+    logs.mkdir(mode=0o750)
     port = free_port()
     dropin = tree / "etc/luigi-appliance/scheduler.conf.d/50-test.conf"
     dropin.write_text(f"[server]\nlisten = 127.0.0.1:{port}\n")
     script = f"""
 set -e
 mount -t tmpfs tmpfs /opt
-mkdir -p /opt/luigi-appliance /etc/luigi-appliance /var/lib/luigi-appliance
+mkdir -p /opt/luigi-appliance /etc/luigi-appliance /var/lib/luigi-appliance /var/log/luigi-appliance
 mount --bind {tree}/opt/luigi-appliance /opt/luigi-appliance
 mount --bind {tree}/etc/luigi-appliance /etc/luigi-appliance
 mount --bind {state} /var/lib/luigi-appliance
+mount --bind {logs} /var/log/luigi-appliance
 /opt/luigi-appliance/bin/luigi-appliance config check
 exec /opt/luigi-appliance/bin/luigi-appliance serve
 """
-    created = [p for p in ("/etc/luigi-appliance", "/var/lib/luigi-appliance") if not os.path.exists(p)]
+    created = [p for p in ("/etc/luigi-appliance", "/var/lib/luigi-appliance", "/var/log/luigi-appliance")
+               if not os.path.exists(p)]
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
@@ -213,3 +217,4 @@ exec /opt/luigi-appliance/bin/luigi-appliance serve
             os.rmdir(path)
     assert proc.returncode == 0, log.read_text()
     assert (state / "state.pickle").exists()
+    assert (logs / "audit.log").exists()  # the shipped default [audit] file

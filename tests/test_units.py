@@ -34,6 +34,8 @@ UNITS = ETC / "systemd"
 SERVICE = "luigi-appliance.service"
 WORKER = "luigi-appliance-worker@.service"
 TIMER = "luigi-appliance-worker@.timer"
+PRUNE = "luigi-appliance-history-prune.service"
+PRUNE_TIMER = "luigi-appliance-history-prune.timer"
 INSTANCE = "nightly"  # instance name used to check the templates
 CLI = "/opt/luigi-appliance/bin/luigi-appliance"
 # Workers start through the venv's interpreter: CLI is the scheduler's SELinux entry point.
@@ -112,10 +114,10 @@ def verify(root: Path, unit: str) -> str:
 
 
 def test_unit_files_present():
-    assert sorted(p.name for p in UNITS.iterdir()) == sorted([SERVICE, WORKER, TIMER])
+    assert sorted(p.name for p in UNITS.iterdir()) == sorted([SERVICE, WORKER, TIMER, PRUNE, PRUNE_TIMER])
 
 
-@pytest.mark.parametrize("unit", [SERVICE, instance_name(WORKER), instance_name(TIMER), WORKER])
+@pytest.mark.parametrize("unit", [SERVICE, instance_name(WORKER), instance_name(TIMER), WORKER, PRUNE, PRUNE_TIMER])
 def test_systemd_analyze_verify(tmp_path, unit):
     root = make_root(tmp_path)
     assert verify(root, unit) == ""
@@ -157,7 +159,8 @@ def exposure(tmp_path: Path, unit: str, threshold: float) -> float:
 
 
 @pytest.mark.parametrize(("unit", "limit"), [(SERVICE, SERVICE_MAX_EXPOSURE),
-                                             (instance_name(WORKER), WORKER_MAX_EXPOSURE)])
+                                             (instance_name(WORKER), WORKER_MAX_EXPOSURE),
+                                             (PRUNE, SERVICE_MAX_EXPOSURE)])
 def test_security_exposure(tmp_path, capsys, unit, limit):
     score = exposure(tmp_path, unit, limit)
     with capsys.disabled():
@@ -210,6 +213,19 @@ def test_worker_units_settings():
     assert svc["User"] == ["luigi-worker"]
     timer = unit_settings(UNITS / TIMER)
     assert timer[("Timer", "Unit")] == ["luigi-appliance-worker@%i.service"]
+    assert timer[("Install", "WantedBy")] == ["timers.target"]
+
+
+def test_history_prune_units_settings():
+    """The prune runs the scheduler's own executable (its SELinux entry point) as luigi, daily."""
+    svc = {key: values for (section, key), values in unit_settings(UNITS / PRUNE).items() if section == "Service"}
+    assert svc["Type"] == ["oneshot"]
+    assert svc["ExecStart"] == [f"{CLI} history prune --older-than ${{LUIGI_APPLIANCE_HISTORY_RETENTION}}"]
+    assert "LUIGI_APPLIANCE_HISTORY_RETENTION=90d" in svc["Environment"]
+    assert svc["User"] == svc["Group"] == ["luigi"]
+    assert svc["ProtectSystem"] == ["strict"] and "ReadWritePaths" not in svc
+    timer = unit_settings(UNITS / PRUNE_TIMER)
+    assert timer[("Timer", "OnCalendar")] == ["daily"]
     assert timer[("Install", "WantedBy")] == ["timers.target"]
 
 

@@ -11,9 +11,14 @@ import tornado.web
 from tornado.routing import PathMatches, Rule
 
 from luigi_appliance import policy
+from luigi_appliance.auth.basic import BasicAuthenticator
+from luigi_appliance.auth.tokens import TokenService
 from luigi_appliance.errors import ApplianceError
-from luigi_appliance.server import visualiser
+from luigi_appliance.server import login, visualiser
 from luigi_appliance.server.guard import GuardContext, HealthHandler, NotFoundHandler, guarded
+from luigi_appliance.server.rpc_access import RpcAccess
+from luigi_appliance.server.session import SessionAuthenticator
+from luigi_appliance.server.token import TokenHandler
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +55,25 @@ def rule_for(pattern: str) -> policy.RouteRule:
 
 
 def build_app(scheduler: Any, authenticators: list[Any], *, tls: bool, hsts_max_age: int,
-              health_checks: list[Callable[[], bool]] | None = None) -> tornado.web.Application:
+              health_checks: list[Callable[[], bool]] | None = None,
+              tokens: TokenService | None = None, passwords: BasicAuthenticator | None = None,
+              rpc_access: RpcAccess | None = None,
+              history_routes: list[tuple[str, type, dict]] | None = None) -> tornado.web.Application:
     """Luigi's Tornado app with every route guarded. Fails if luigi has a route we do not classify."""
     stock = luigi.server.app(scheduler)
-    csp, own_routes = visualiser.routes()
+    # Browser login is on when a session authenticator is among the authenticators (serve.py);
+    # without one, /login and /logout still exist (every route is classified) but answer 404.
+    sessions = next((a for a in authenticators if isinstance(a, SessionAuthenticator)), None)
+    csp, own_routes = visualiser.routes(sessions)
+    own_routes = [*own_routes, *login.routes(sessions)]
     front = [(pattern, guarded(handler, rule_for(pattern + "$")), kwargs) for pattern, handler, kwargs in own_routes]
     front.append((r"/healthz", guarded(HealthHandler, rule_for("/healthz$")), {"checks": list(health_checks or [])}))
+    # The appliance's history pages take over luigi's URLs (front rules are matched first).
+    front += [(pattern, guarded(handler, rule_for(pattern + "$")), kwargs)
+              for pattern, handler, kwargs in history_routes or []]
+    if tokens is not None and passwords is not None:
+        front.append((r"/auth/token", guarded(TokenHandler, rule_for("/auth/token$")),
+                      {"tokens": tokens, "passwords": passwords}))
     handlers: list[tuple[str, type, dict]] = []
     cors_config = luigi.server.cors()
     for rule in stock.wildcard_router.rules:
@@ -70,7 +88,7 @@ def build_app(scheduler: Any, authenticators: list[Any], *, tls: bool, hsts_max_
     settings.update(
         static_handler_class=guarded(tornado.web.StaticFileHandler, rule_for("/static/(.*)$")),
         default_handler_class=guarded(NotFoundHandler, policy.FALLBACK),
-        appliance_guard=GuardContext(list(authenticators), hsts_max_age, csp, tls),
+        appliance_guard=GuardContext(list(authenticators), hsts_max_age, csp, tls, rpc_access or RpcAccess()),
         serve_traceback=False,
         debug=False,
     )

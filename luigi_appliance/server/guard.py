@@ -11,15 +11,18 @@ import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import tornado.web
 from luigi.scheduler import RPC_METHODS as LUIGI_RPC_METHODS
+from tornado.httputil import HTTPServerRequest
 
 from luigi_appliance import policy
-from luigi_appliance.auth import Authenticator, AuthUnavailable, Principal
+from luigi_appliance.audit import AuditLog
+from luigi_appliance.auth import Authenticator, AuthUnavailable, LockedOut, Principal
 from luigi_appliance.auth.context import Caller, current_caller
-from luigi_appliance.policy import RouteRule
+from luigi_appliance.policy import MethodRule, RouteRule
+from luigi_appliance.server.rpc_access import BadArguments, RpcAccess, parse_arguments
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,13 @@ class GuardContext:
     hsts_max_age: int
     content_security_policy: str
     tls: bool
+    # Task-family allowlists, worker binding and the audit of state-changing calls.
+    rpc_access: RpcAccess = field(default_factory=RpcAccess)
     headers: dict[str, str] = field(init=False)
+
+    @property
+    def audit(self) -> AuditLog | None:
+        return self.rpc_access.audit
 
     def __post_init__(self) -> None:
         # Fixed for the life of the app: built once, set on every response.
@@ -57,6 +66,23 @@ def security_headers(ctx: GuardContext) -> dict[str, str]:
     return headers
 
 
+def from_browser(request: HTTPServerRequest) -> bool:
+    """Headers only browsers send: Fetch metadata, jQuery's X-Requested-With, or asking for HTML."""
+    headers = request.headers
+    return (any(name in headers for name in ("Sec-Fetch-Mode", "Sec-Fetch-Dest", "X-Requested-With"))
+            or "text/html" in headers.get("Accept", ""))
+
+
+def page_navigation(request: HTTPServerRequest) -> bool:
+    """The browser is loading a page (not a script's call, an image or a stylesheet)."""
+    headers = request.headers
+    mode = headers.get("Sec-Fetch-Mode")
+    if mode is not None:
+        return mode == "navigate"
+    # Browsers without Fetch metadata: a page load asks for HTML and is not jQuery's.
+    return "X-Requested-With" not in headers and "text/html" in headers.get("Accept", "")
+
+
 class Refused(Exception):
     def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None):
         super().__init__(reason)
@@ -70,6 +96,8 @@ class GuardMixin(tornado.web.RequestHandler):
 
     route_rule: RouteRule = policy.FALLBACK
     principal: Principal | None = None
+    # Set for an RPC once its method is known: audited in on_finish when it mutates.
+    rpc_call: tuple[str, MethodRule, dict[str, Any]] | None = None
 
     @property
     def guard(self) -> GuardContext:
@@ -92,13 +120,14 @@ class GuardMixin(tornado.web.RequestHandler):
         method = self.request.method or ""
         if method not in rule.methods:
             raise Refused(405, "method not allowed", {"Allow": ", ".join(sorted(rule.methods))})
-        if rule.role is None:
-            return
+        # Before the role test: the unauthenticated login and logout forms are POSTed too.
         if method in _MUTATING_HTTP and self._cross_site():
             raise Refused(403, "cross-site request refused")
+        if rule.role is None:
+            return
         principal = await self._authenticate()
         if principal is None:
-            raise Refused(401, "authentication required", {"WWW-Authenticate": REALM})
+            raise self._unauthenticated(rule)
         self.principal = principal
         self.current_user = principal
         current_caller.set(Caller(principal, self.request.remote_ip or ""))
@@ -114,6 +143,8 @@ class GuardMixin(tornado.web.RequestHandler):
             except AuthUnavailable as exc:
                 log.error("Authentication backend unavailable: %s", exc)
                 raise Refused(503, "authentication backend unavailable") from None
+            except LockedOut as exc:
+                raise Refused(429, "too many failed logins", {"Retry-After": str(int(exc.retry_after) + 1)}) from None
             if principal is not None:
                 return principal
         return None
@@ -129,18 +160,51 @@ class GuardMixin(tornado.web.RequestHandler):
             raise Refused(403, "method not classified by the access policy")
         if method_rule.mutates and self.request.method != "POST":
             raise Refused(405, "state-changing method: use POST", {"Allow": "POST"})
+        try:
+            arguments = parse_arguments(self.get_argument("data", default="{}"))
+        except BadArguments as exc:
+            raise Refused(400, str(exc)) from None
+        self.rpc_call = (name, method_rule, arguments)
         if principal.role < method_rule.role:
             log.warning("Refused RPC %s for %s (role %s, needs %s)", name, principal.name,
                         principal.role, method_rule.role)
             raise Refused(403, f"method {name} needs role {method_rule.role}")
+        refusal = self.guard.rpc_access.refusal(principal, name, method_rule, arguments)
+        if refusal is not None:
+            log.warning("Refused RPC %s for %s: %s", name, principal.name, refusal)
+            raise Refused(403, refusal)
+
+    def on_finish(self) -> None:
+        if self.rpc_call is not None and self.rpc_call[1].mutates:
+            name, _, arguments = self.rpc_call
+            self.guard.rpc_access.record(self.principal, self.request.remote_ip or "", name, arguments,
+                                         self.get_status())
+
+    def _unauthenticated(self, rule: RouteRule) -> Refused:
+        """Programs get the Basic challenge. Browsers never do: it would make them show their own
+        password dialog and then resend the password by themselves with every request (also with
+        the ones other sites make them send), with no way to log out. Pages send them to the login
+        form; their scripts' calls get a bare 401 (the visualiser's shim then opens the form)."""
+        if not from_browser(self.request):
+            return Refused(401, "authentication required", {"WWW-Authenticate": REALM})
+        if not rule.api and self.request.method in ("GET", "HEAD") and page_navigation(self.request):
+            target = "/login?" + urlencode({"next": self.request.uri or "/"})
+            return Refused(303, "login required", {"Location": target})
+        return Refused(401, "authentication required")
 
     def _cross_site(self) -> bool:
-        """A browser POST from another origin (CSRF): browsers resend Basic credentials by themselves."""
-        if self.request.headers.get("Sec-Fetch-Site", "") == "cross-site":
+        """A browser POST from another origin (CSRF): browsers resend credentials by themselves."""
+        site = self.request.headers.get("Sec-Fetch-Site")
+        # same-site is refused too: another port of this host is the same site, and gets the cookie.
+        if site in ("cross-site", "same-site"):
             return True
         origin = self.request.headers.get("Origin")
         if origin is None:
             return False  # not a browser (luigi workers, curl)
+        if origin == "null":
+            # Our Referrer-Policy (no-referrer) makes browsers send "null" with their own form
+            # POSTs; Sec-Fetch-Site, which no page can set, then says where the form was.
+            return site != "same-origin"
         parts = urlsplit(origin)
         return parts.scheme != self.request.protocol or parts.netloc != self.request.host
 

@@ -53,8 +53,11 @@ class _Limited(httputil.HTTPMessageDelegate):
         for name, value in self._outer.headers.items():
             out[name] = value
         length = _content_length(headers)
-        if length is not None and length <= DRAIN_LIMIT:
-            self._conn.set_max_body_size(length)  # type: ignore[attr-defined]
+        chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
+        if chunked or (length is not None and length <= DRAIN_LIMIT):
+            # A chunked body is drained too (Tornado stops reading past DRAIN_LIMIT): answering
+            # while the client still sends its chunks would make it see a reset, not our 411.
+            self._conn.set_max_body_size(DRAIN_LIMIT if chunked else length)  # type: ignore[attr-defined]
 
             def respond() -> None:
                 self._conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", code, reason), out, body)
@@ -62,7 +65,7 @@ class _Limited(httputil.HTTPMessageDelegate):
 
             self._inner = _Rejecting(respond)
         else:
-            # Too big to drain (or chunked): answer and hang up without reading it.
+            # Too big to drain: answer and hang up without reading it.
             self._inner = _Rejecting(lambda: None)
             stream = self._conn.detach()  # type: ignore[attr-defined]
             lines = [f"HTTP/1.1 {code} {reason}"] + [f"{k}: {v}" for k, v in out.get_all()]

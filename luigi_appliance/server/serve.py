@@ -25,13 +25,20 @@ import tornado.netutil
 from tornado.ioloop import PeriodicCallback
 
 from luigi_appliance import state, systemd, tls
-from luigi_appliance.auth.basic import BasicAuthenticator
+from luigi_appliance.audit import AuditLog
+from luigi_appliance.auth.basic import BasicAuthenticator, PasswordVerifier
+from luigi_appliance.auth.ldap import LdapVerifier
 from luigi_appliance.auth.local import LocalVerifier, UsersFile
+from luigi_appliance.auth.throttle import LoginThrottle
+from luigi_appliance.auth.tokens import BearerAuthenticator, TokenService, default_keys_file
 from luigi_appliance.config import Settings, read_hmac_key
 from luigi_appliance.errors import ApplianceError, StateError
+from luigi_appliance.history.runtime import HistoryRuntime
 from luigi_appliance.server.app import build_app
 from luigi_appliance.server.cycles import CycleAwareScheduler
 from luigi_appliance.server.limits import DRAIN_LIMIT, BodyLimit
+from luigi_appliance.server.rpc_access import RpcAccess
+from luigi_appliance.server.session import SessionAuthenticator
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +117,26 @@ def _open_store(settings: Settings) -> state.SignedSnapshotFile:
     return state.SignedSnapshotFile(settings.state.snapshot_path, key)
 
 
-def _make_scheduler(settings: Settings) -> Any:
+def _make_scheduler(settings: Settings, history: HistoryRuntime | None = None) -> Any:
     # Luigi's own pickle path is never used: snapshots go through SignedSnapshotFile.
     cfg = luigi.scheduler.scheduler(**{**settings.scheduler, "state_path": os.devnull})
-    return CycleAwareScheduler(config=cfg, resources=dict(settings.resources))
+    scheduler = CycleAwareScheduler(config=cfg, resources=dict(settings.resources))
+    if history is not None:
+        history.attach(scheduler)  # task history: enqueue-only on this loop, see history/service.py
+    return scheduler
+
+
+def _password_authenticator(settings: Settings, audit: AuditLog) -> BasicAuthenticator:
+    """Names and passwords, checked by the [auth] backends in their configured order."""
+    verifiers: list[PasswordVerifier] = []
+    for backend in settings.auth.backends:
+        if backend == "local":
+            verifiers.append(LocalVerifier(UsersFile(settings.auth.users_file)))
+        else:
+            verifiers.append(LdapVerifier(settings.ldap, settings.auth))
+    throttle = LoginThrottle(settings.auth.failure_limit, settings.auth.failure_window, settings.auth.lockout)
+    return BasicAuthenticator(verifiers, ttl=settings.auth.cache_ttl, grace=settings.ldap.outage_grace,
+                              throttle=throttle, audit=audit)
 
 
 def _setup_tls(settings: Settings) -> _TLS | None:
@@ -150,23 +173,36 @@ class _Server:
         _prepare_state_dir(settings)
         _isolate_luigi_config()
         self.store = _open_store(settings)
-        self.scheduler = _make_scheduler(settings)
+        self.history = HistoryRuntime(settings.history, settings.state.dir)
+        self.scheduler = _make_scheduler(settings, self.history)
         restored = self.store.read()
         if restored is not None:
             state.restore(self.scheduler, restored)
-        self.authenticator = BasicAuthenticator(LocalVerifier(UsersFile(settings.auth.users_file)),
-                                                ttl=settings.auth.cache_ttl)
+        self.audit = AuditLog(settings.audit)
+        self.authenticator = _password_authenticator(settings, self.audit)
+        self.tokens = TokenService(settings.tokens.keys_file or default_keys_file(settings.state.dir),
+                                   settings.tokens.ttl)
+        self.bearer = BearerAuthenticator(self.tokens)
         self.tls = _setup_tls(settings)
         self.snapshotter = Snapshotter(self.scheduler, self.store)
-        self.app = build_app(self.scheduler, [self.authenticator], tls=self.tls is not None,
-                             hsts_max_age=settings.server.hsts_max_age,
-                             health_checks=[lambda: self.snapshotter.healthy])
+        # Browser sessions from /login (in memory only); their passwords go through the same check.
+        self.sessions = SessionAuthenticator(settings.session.idle_timeout, settings.session.absolute_timeout,
+                                             self.authenticator, secure=self.tls is not None)
+        self.app = build_app(self.scheduler, [self.sessions, self.bearer, self.authenticator],
+                             tls=self.tls is not None, hsts_max_age=settings.server.hsts_max_age,
+                             health_checks=[lambda: self.snapshotter.healthy, self.history.healthy],
+                             history_routes=self.history.routes(),
+                             tokens=self.tokens, passwords=self.authenticator, rpc_access=RpcAccess(self.audit))
         self.stopping = asyncio.Event()
 
     def reload(self) -> None:
         """SIGHUP: re-read users and the TLS certificate; scheduler state is untouched."""
-        log.info("SIGHUP: reloading users file and TLS certificate")
+        log.info("SIGHUP: reloading users file, LDAP search password, token keys and TLS certificate")
         self.authenticator.reload()
+        self.tokens.reload()
+        # Browser sessions carry the role they had at login: end them, so a removed account or a
+        # lowered role takes effect now (browsers log in again).
+        self.sessions.reload()
         if self.tls is not None:
             try:
                 tls.load_pair(self.tls.context, self.settings.tls, self.tls.pair, self.settings.state.dir)
@@ -186,6 +222,7 @@ class _Server:
             body_timeout=60,
             decompress_request=False,
         )
+        self.history.start()  # never waits for the database: it may be down
         server.add_sockets(_bind(self.settings))
         scheme = "http" if self.tls is None else "https"
         log.info("Scheduler listening on %s://%s/", scheme, self.settings.server.listen)
@@ -214,7 +251,9 @@ class _Server:
         for callback in periodic:
             callback.stop()
         self.snapshotter.final()
+        self.history.close()  # the queued events go to the database or the spool
         self.authenticator.close()
+        self.audit.close()
         log.info("Stopped cleanly in %.2fs", time.monotonic() - started)
 
 

@@ -5,6 +5,10 @@ guard now refuses as GET. Rather than fork Luigi's JavaScript, the appliance ser
 index.html with one extra script that turns those calls into POSTs (a jQuery prefilter), and
 computes the CSP hash of the page's single inline script from the file itself, so no
 'unsafe-inline' is needed for scripts.
+
+For a browser logged in through /login, the page also carries the session's CSRF token in a
+``<meta>`` tag; the shim sends it with every state-changing call, adds a "Log out" button, and
+opens the login form when a call answers 401 (the session ended).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+from html import escape
 
 import luigi
 import tornado.web
@@ -21,9 +26,12 @@ import tornado.web
 from luigi_appliance import policy
 from luigi_appliance.errors import ApplianceError
 from luigi_appliance.server.guard import GuardMixin
+from luigi_appliance.server.session import CSRF_HEADER, SessionAuthenticator
 
 INDEX_PATH = os.path.join(os.path.dirname(luigi.__file__), "static", "visualiser", "index.html")
 SHIM_TAG = '<script src="../../appliance/visualiser-post.js"></script>'
+CSRF_META = "luigi-appliance-csrf-token"
+CSRF_SLOT = "<!-- luigi-appliance: csrf token -->"
 _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)
 
 
@@ -33,10 +41,18 @@ def read_index() -> str:
 
 
 def patched_index(html: str) -> str:
-    """Luigi's index.html with the POST shim loaded right after jQuery (in <head>)."""
+    """Luigi's index.html with the POST shim loaded right after jQuery (in <head>), and a slot
+    for the session's CSRF token before it."""
     if "</head>" not in html:
         raise ApplianceError(f"{INDEX_PATH} has no </head>: this luigi version's visualiser is not supported")
-    return html.replace("</head>", f"    {SHIM_TAG}\n    </head>", 1)
+    return html.replace("</head>", f"    {CSRF_SLOT}\n    {SHIM_TAG}\n    </head>", 1)
+
+
+def with_csrf_token(page: str, token: str | None) -> str:
+    if token is None:
+        return page.replace(CSRF_SLOT, "", 1)
+    meta = f'<meta name="{CSRF_META}" content="{escape(token, quote=True)}">'
+    return page.replace(CSRF_SLOT, meta, 1)
 
 
 def inline_script_hashes(html: str) -> list[str]:
@@ -67,21 +83,53 @@ def shim_script() -> str:
         "// luigi-appliance: state-changing RPCs are POST-only; luigi.js sends them as GET.\n"
         "(function ($) {\n"
         f"  var mutating = {json.dumps({name: True for name in mutating})};\n"
-        "  $.ajaxPrefilter(function (options) {\n"
+        "  function csrfToken() {\n"
+        f"    var meta = document.querySelector('meta[name=\"{CSRF_META}\"]');\n"
+        "    return meta ? meta.getAttribute('content') : null;\n"
+        "  }\n"
+        "  $.ajaxPrefilter(function (options, original, xhr) {\n"
         "    var m = /\\/api\\/([A-Za-z_]+)$/.exec(String(options.url).split('?')[0]);\n"
         "    if (m && mutating[m[1]]) { options.type = 'POST'; }\n"
+        "    var token = csrfToken();\n"
+        "    // Same-origin calls only (luigi.js calls ../../api): the token never leaves the site.\n"
+        f"    if (token && !options.crossDomain) {{ xhr.setRequestHeader('{CSRF_HEADER}', token); }}\n"
+        "  });\n"
+        "  // 401: the session ended (idle or absolute timeout, logout elsewhere): log in again.\n"
+        "  $(document).ajaxError(function (event, xhr) {\n"
+        "    if (xhr.status === 401 && csrfToken()) {\n"
+        "      var here = location.pathname + location.search + location.hash;\n"
+        "      location.assign('../../login?next=' + encodeURIComponent(here));\n"
+        "    }\n"
+        "  });\n"
+        "  $(function () {\n"
+        "    var token = csrfToken();\n"
+        "    if (!token) { return; }\n"
+        "    var form = document.createElement('form');\n"
+        "    form.method = 'post'; form.action = '../../logout'; form.id = 'appliance-logout';\n"
+        "    form.className = 'navbar-form navbar-right';\n"
+        "    var field = document.createElement('input');\n"
+        "    field.type = 'hidden'; field.name = 'csrf_token'; field.value = token;\n"
+        "    var button = document.createElement('button');\n"
+        "    button.type = 'submit'; button.className = 'btn btn-default btn-sm'; button.textContent = 'Log out';\n"
+        "    form.appendChild(field); form.appendChild(button);\n"
+        "    var pause = document.getElementById('pause-form');\n"
+        "    if (pause && pause.parentNode) { pause.parentNode.insertBefore(form, pause); }\n"
+        "    else { document.body.appendChild(form); }\n"
         "  });\n"
         "})(jQuery);\n"
     )
 
 
 class IndexHandler(GuardMixin):
-    def initialize(self, html: str) -> None:
+    def initialize(self, html: str, sessions: SessionAuthenticator | None) -> None:
         self._html = html
+        self._sessions = sessions
 
     def get(self) -> None:
+        # Only a session needs the token: Basic and bearer callers are not browsers riding a cookie.
+        found = self._sessions.lookup(self.request) if self._sessions is not None else None
         self.set_header("Content-Type", "text/html; charset=UTF-8")
-        self.finish(self._html)
+        self.finish(with_csrf_token(self._html, found[1].csrf_token if found else None))
 
 
 class ShimHandler(GuardMixin):
@@ -93,10 +141,11 @@ class ShimHandler(GuardMixin):
         self.finish(self._script)
 
 
-def routes() -> tuple[str, list[tuple[str, type[tornado.web.RequestHandler], dict]]]:
+def routes(sessions: SessionAuthenticator | None = None
+           ) -> tuple[str, list[tuple[str, type[tornado.web.RequestHandler], dict]]]:
     """(CSP, handlers) for the visualiser's entry page and its shim."""
     html = read_index()
     return content_security_policy(html), [
-        (r"/static/visualiser/index\.html", IndexHandler, {"html": patched_index(html)}),
+        (r"/static/visualiser/index\.html", IndexHandler, {"html": patched_index(html), "sessions": sessions}),
         (r"/appliance/visualiser-post\.js", ShimHandler, {"script": shim_script()}),
     ]
