@@ -66,9 +66,11 @@ def _postgres_engine(settings: HistorySettings, admin: bool, pool_size: int) -> 
     }
     if settings.sslrootcert is not None:
         connect_args["sslrootcert"] = str(settings.sslrootcert)
+    # values_plus_batch: executemany UPDATEs (worker hosts) go as psycopg2's execute_batch, one
+    # round trip per page of rows instead of one statement per row.
     return sa.create_engine(url, connect_args=connect_args, pool_size=pool_size, max_overflow=0,
                             pool_pre_ping=True, pool_timeout=settings.connect_timeout,
-                            pool_recycle=3600)
+                            pool_recycle=3600, executemany_mode="values_plus_batch")
 
 
 def make_engine(settings: HistorySettings, *, admin: bool = False, pool_size: int = 1) -> Engine:
