@@ -608,18 +608,23 @@ def _load_scheduler_section(doc: IniDocument, loader: SchemaLoader) -> dict[str,
     return parsed
 
 
+def _load_freeform(doc: IniDocument, loader: SchemaLoader, section: str,
+                   parse: Callable[[str], Any]) -> dict[str, Any]:
+    """``name = value`` lines of a section whose names are the user's (resources, groups)."""
+    values: dict[str, Any] = {}
+    for entry in doc.in_section(section):
+        try:
+            values[entry.key] = parse(entry.value)
+        except ValueError as exc:
+            loader.issue(entry, section, entry.key, str(exc))
+            continue
+        loader.effective[(section, entry.key)] = (entry.value, f"{entry.file}:{entry.line}")
+    return values
+
+
 def _load_resources_section(doc: IniDocument, loader: SchemaLoader) -> dict[str, int]:
     """[resources] name = amount, as luigi's own [resources] section."""
-    resources: dict[str, int] = {}
-    parse = int_range(0, 2**31 - 1)
-    for entry in doc.in_section("resources"):
-        try:
-            resources[entry.key] = parse(entry.value)
-        except ValueError as exc:
-            loader.issue(entry, "resources", entry.key, str(exc))
-            continue
-        loader.effective[("resources", entry.key)] = (entry.value, f"{entry.file}:{entry.line}")
-    return resources
+    return _load_freeform(doc, loader, "resources", int_range(0, 2**31 - 1))
 
 
 def _load_group_sections(doc: IniDocument, loader: SchemaLoader
@@ -627,23 +632,7 @@ def _load_group_sections(doc: IniDocument, loader: SchemaLoader
     """[roles] group = role and [families] group = patterns; group names compare like keys."""
     from luigi_appliance.auth import Role
 
-    roles: dict[str, Any] = {}
-    for entry in doc.in_section("roles"):
-        try:
-            roles[entry.key] = Role.parse(entry.value)
-        except ValueError as exc:
-            loader.issue(entry, "roles", entry.key, str(exc))
-            continue
-        loader.effective[("roles", entry.key)] = (entry.value, f"{entry.file}:{entry.line}")
-    families: dict[str, tuple[str, ...]] = {}
-    for entry in doc.in_section("families"):
-        try:
-            families[entry.key] = parse_globs(entry.value)
-        except ValueError as exc:
-            loader.issue(entry, "families", entry.key, str(exc))
-            continue
-        loader.effective[("families", entry.key)] = (entry.value, f"{entry.file}:{entry.line}")
-    return roles, families
+    return _load_freeform(doc, loader, "roles", Role.parse), _load_freeform(doc, loader, "families", parse_globs)
 
 
 def _ldap_cross_checks(loader: SchemaLoader, roles: dict[str, Any]) -> None:
