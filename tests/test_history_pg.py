@@ -167,18 +167,12 @@ def test_starts_with_database_down_and_replays_spool_after_sigkill(configured_se
         server.stop(signal.SIGKILL)
     finally:
         pg.start()
-    restarted = history_server_again(server)
-    wait_for(lambda: status(restarted)["spool_events"] == 0, "spool replayed at startup")
-    assert status(restarted)["replayed"] == DIAMOND_EVENTS
+    server.start()  # the same Server object, so the fixture stops this process too
+    wait_for(lambda: status(server)["spool_events"] == 0, "spool replayed at startup")
+    assert status(server)["replayed"] == DIAMOND_EVENTS
     assert event_count(db) == DIAMOND_EVENTS
     assert not (server.state_dir / "history-spool").exists()
     assert all(len(events) == 3 for events in events_by_task(db).values())
-
-
-def history_server_again(server: Server) -> Server:
-    again = Server(server.args, server.state_dir, server.port, server.log_path)
-    again.start()
-    return again
 
 
 def test_without_history_configured_pages_say_so(configured_server) -> None:
