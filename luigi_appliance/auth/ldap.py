@@ -15,7 +15,6 @@ last for ``RETRY_DOWN_AFTER`` seconds; every server is still tried before giving
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import math
 import ssl
@@ -29,7 +28,8 @@ import ldap3
 from ldap3.core import exceptions as ldap_errors
 from ldap3.utils.conv import escape_filter_chars
 
-from luigi_appliance.auth import AuthUnavailable, Principal, Role
+from luigi_appliance.auth import AuthUnavailable, Principal
+from luigi_appliance.auth.groups import roles_and_families
 from luigi_appliance.config import AuthSettings, LdapSettings
 from luigi_appliance.inifile import normalise_key
 
@@ -56,22 +56,6 @@ class DirectoryUser:
     groups: frozenset[str]  # group names (group_name_attribute), normalised like config keys
 
 
-def roles_and_families(groups: frozenset[str], auth: AuthSettings) -> tuple[Role | None, tuple[str, ...] | None]:
-    """The highest role any group maps to, and the union of the groups' family patterns.
-
-    Families are unrestricted (None) when [families] is empty or the role is operator or above;
-    otherwise a principal gets exactly its groups' patterns, possibly none (fail closed).
-    """
-    roles = [auth.roles[g] for g in groups if g in auth.roles]
-    role = max(roles) if roles else None
-    if not auth.families or (role is not None and role >= Role.OPERATOR):
-        return role, None
-    patterns: list[str] = []
-    for group in sorted(groups):
-        patterns.extend(auth.families.get(group, ()))
-    return role, tuple(dict.fromkeys(patterns))
-
-
 @contextmanager
 def _closing(conn: ldap3.Connection) -> Iterator[ldap3.Connection]:
     try:
@@ -81,10 +65,6 @@ def _closing(conn: ldap3.Connection) -> Iterator[ldap3.Connection]:
             conn.unbind()
         except ldap_errors.LDAPException:
             pass
-
-
-def family_allowed(family: str, patterns: tuple[str, ...] | None) -> bool:
-    return patterns is None or any(fnmatch.fnmatchcase(family, p) for p in patterns)
 
 
 class LdapVerifier:

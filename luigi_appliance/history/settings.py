@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ def parse_size(value: str) -> int:
     return int(m.group(1)) * _SIZE_FACTORS[unit]
 
 
-def size_range(lo: int, hi: int):
+def size_range(lo: int, hi: int) -> Callable[[str], int]:
     def parse(value: str) -> int:
         size = parse_size(value)
         if not lo <= size <= hi:

@@ -136,9 +136,6 @@ class Spool:
                 yield frame
                 offset = frame.end
 
-    def has_room(self, events: list[Event]) -> bool:
-        return self.size + len(encode_frame(events)) <= self.limit
-
     def append(self, events: list[Event]) -> bool:
         """Write one frame and fsync it; False (nothing written) when it would exceed the limit."""
         data = encode_frame(events)

@@ -17,7 +17,7 @@ from typing import Any
 
 from luigi_appliance.audit import AuditLog
 from luigi_appliance.auth import Principal, Role
-from luigi_appliance.auth.ldap import family_allowed
+from luigi_appliance.auth.groups import family_allowed
 from luigi_appliance.policy import MethodRule
 
 log = logging.getLogger(__name__)
