@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import grp
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -65,16 +66,24 @@ def read_secret_file(path: Path) -> bytes:
         raise SecretError(f"cannot read secret file {path}: {exc.strerror}") from None
 
 
-def write_private_file(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Create ``path`` atomically with ``mode`` from the start (never briefly world-readable)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+def write_private_file(path: Path, data: bytes, mode: int = 0o600,
+                       owner: tuple[int, int] | None = None) -> None:
+    """Create ``path`` atomically with ``mode`` (and ``owner`` as uid, gid) from the start.
+
+    The temporary file gets a random name and is created with O_EXCL|O_NOFOLLOW, and its mode and
+    owner are set on the open descriptor: root may be writing into a directory the service account
+    controls, where a path could be swapped for a symlink between two calls.
+    """
+    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(8)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)  # the umask may have removed bits we asked for
+            if owner is not None:
+                os.fchown(fh.fileno(), *owner)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, mode)  # the umask may have removed bits we asked for
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

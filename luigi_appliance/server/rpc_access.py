@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import OrderedDict
 from typing import Any
 
 from luigi_appliance.audit import AuditLog
 from luigi_appliance.auth import Principal, Role
 from luigi_appliance.auth.groups import family_allowed
 from luigi_appliance.policy import MethodRule
+from luigi_appliance.server.worker_bindings import WorkerBindings
 
 log = logging.getLogger(__name__)
 
-MAX_BOUND_WORKERS = 100_000
 _FAMILY_METHODS = {"add_task": "family", "add_task_batcher": "task_family"}
 
 
@@ -53,10 +52,9 @@ def family_of(method: str, arguments: dict[str, Any]) -> str | None:
 
 
 class RpcAccess:
-    def __init__(self, audit: AuditLog | None = None):
+    def __init__(self, audit: AuditLog | None = None, bindings: WorkerBindings | None = None):
         self.audit = audit
-        # worker id -> principal name, least recently used first.
-        self._workers: OrderedDict[str, str] = OrderedDict()
+        self.bindings = bindings if bindings is not None else WorkerBindings()
 
     def refusal(self, principal: Principal, method: str, rule: MethodRule, arguments: dict[str, Any]) -> str | None:
         """Why this call is refused, or None when it may proceed."""
@@ -65,20 +63,8 @@ class RpcAccess:
             return f"task family {family!r} is not in the allowlist of {principal.name}"
         worker = arguments.get("worker")
         if rule.role == Role.WORKER and isinstance(worker, str):
-            owner = self._workers.get(worker)
-            if owner is None:
-                self._bind(worker, principal.name)
-            elif owner != principal.name:
-                return "worker id belongs to another principal"
-            else:
-                self._workers.move_to_end(worker)
+            return self.bindings.claim(worker, principal.name)
         return None
-
-    def _bind(self, worker: str, name: str) -> None:
-        if len(self._workers) >= MAX_BOUND_WORKERS:
-            # Drop the least recently used binding: that worker re-binds at its next call.
-            self._workers.popitem(last=False)
-        self._workers[worker] = name
 
     def record(self, principal: Principal | None, source: str, method: str, arguments: dict[str, Any],
                status: int) -> None:
