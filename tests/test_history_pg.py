@@ -205,3 +205,19 @@ def json_events(server: Server, **params: str) -> dict:
 
 def param_dump(value: object) -> str:
     return json.dumps(value)
+
+
+def test_private_and_hidden_parameters_never_reach_the_database(configured_server, db) -> None:
+    server = history_server(configured_server, db)
+    params = {"day": "2026-12-01", "password": "hunter2-not-for-history", "token": "hidden-token-value"}
+    # luigi's ParameterVisibility: 2 private (not even in the task id), 1 hidden (not shown).
+    resp = server.rpc("add_task", worker="w1", task_id="Load_2026_12_01_abc", family="Load", status="PENDING",
+                      params=params, param_visibilities={"password": 2, "token": 1})
+    assert resp.status_code == 200, resp.text
+    wait_for(lambda: status(server)["written"] >= 1, "the event written")
+    stored = db.query("SELECT p.name, p.value FROM task_parameters p JOIN tasks t ON t.id = p.task_id "
+                      "WHERE t.name = 'Load'")
+    assert stored == [("day", "2026-12-01")]
+    page = server.session().get(f"{server.url}/history/api/events", params={"name": "Load"}, timeout=30)
+    assert page.status_code == 200
+    assert "hunter2" not in page.text and "hidden-token-value" not in page.text

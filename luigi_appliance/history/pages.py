@@ -22,6 +22,7 @@ import sqlalchemy as sa
 import tornado.web
 
 from luigi_appliance.history import reader
+from luigi_appliance.history.clean import NAME_WIDTH, PARAM_NAME_WIDTH, TASK_ID_WIDTH, escape, stored_text
 from luigi_appliance.history.db import make_engine
 from luigi_appliance.history.service import HistoryService
 
@@ -166,8 +167,9 @@ class ByNameHandler(_HistoryHandler):
 
     async def _tasks(self, name: str, params: dict[str, str]) -> None:
         before = self._int_arg("before", 0, 0, 2**63 - 1) or None
-        page = await self.query(reader.tasks_by_name, name, limit=self.limit(),
-                                       before=before, params=params)
+        # Looked up as stored (clean.py): a long or escaped name finds its tasks, a NUL is no error.
+        page = await self.query(reader.tasks_by_name, stored_text(name, NAME_WIDTH), limit=self.limit(),
+                                before=before, params=params)
         subtitle = f"Tasks named {name}" + (f" with {params}" if params else "") + ", newest first"
         self.render("recent.html", tasks=page.rows, subtitle=subtitle,
                     next_url=self.next_url(before=page.next_cursor) if page.next_cursor else None)
@@ -183,7 +185,7 @@ class ByParamsHandler(ByNameHandler):
             raise _BadRequest("data must be a JSON object of parameter names and values") from None
         if not isinstance(params, dict) or len(params) > 20:
             raise _BadRequest("data must be a JSON object of at most 20 parameter names and values")
-        await self._tasks(name, {str(k): str(v) for k, v in params.items()})
+        await self._tasks(name, {stored_text(k, PARAM_NAME_WIDTH): escape(v) for k, v in params.items()})
 
 
 class ByIdHandler(_HistoryHandler):
@@ -206,7 +208,7 @@ class ByTaskIdHandler(ByIdHandler):
     """/history/by_task_id/<luigi task id>: the latest record of that task."""
 
     async def serve(self, task_id: str) -> None:
-        await self._show(await self.query(reader.latest_record_id, task_id))
+        await self._show(await self.query(reader.latest_record_id, stored_text(task_id, TASK_ID_WIDTH)))
 
 
 class TaskListHandler(_HistoryHandler):
@@ -256,8 +258,8 @@ class RunsHandler(_HistoryHandler):
 
     async def serve(self, name: str) -> None:
         before = self._int_arg("before", 0, 0, 2**63 - 1) or None
-        runs, cursor = await self.query(reader.runs_by_name, name, limit=self.limit(),
-                                               before=before)
+        runs, cursor = await self.query(reader.runs_by_name, stored_text(name, NAME_WIDTH), limit=self.limit(),
+                                        before=before)
         self.render("runs.html", name=name, runs=runs, chart=run_chart(runs),
                     next_url=self.next_url(before=cursor) if cursor else None)
 
@@ -284,11 +286,12 @@ class EventsApiHandler(_HistoryHandler):
             raise _BadRequest("since must be an ISO 8601 time such as 2026-01-31T00:00:00+00:00") from None
         if since.tzinfo is None:
             since = since.replace(tzinfo=dt.timezone.utc)
+        name, task_id = self.get_argument("name", None), self.get_argument("task_id", None)
         try:
             page = await self.query(reader.recent_events, since=since, limit=self.limit(),
-                                           cursor=self.get_argument("cursor", None),
-                                           name=self.get_argument("name", None),
-                                           task_id=self.get_argument("task_id", None))
+                                    cursor=self.get_argument("cursor", None),
+                                    name=stored_text(name, NAME_WIDTH) if name else None,
+                                    task_id=stored_text(task_id, TASK_ID_WIDTH) if task_id else None)
         except ValueError as exc:
             raise _BadRequest(str(exc)) from None
         self.finish({"events": [_event_json(r) for r in page.rows], "next_cursor": page.next_cursor})
@@ -322,7 +325,11 @@ _METRICS = (
     ("events_emitted_total", "counter", "events the scheduler reported", "emitted"),
     ("events_written_total", "counter", "events stored in the database", "written"),
     ("events_spooled_total", "counter", "events written to the spool", "spooled"),
-    ("events_dropped_total", "counter", "events lost because the queue or the spool was full", "dropped"),
+    ("events_replayed_total", "counter", "events from the spool stored in the database", "replayed"),
+    ("events_dropped_total", "counter", "events lost: the queue or the spool was full or could not be written",
+     "dropped"),
+    ("events_dead_lettered_total", "counter", "events the database refused, set aside in the dead-letter file",
+     "dead_lettered"),
 )
 
 

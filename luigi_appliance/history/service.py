@@ -8,8 +8,15 @@ revision, batches go to the spool file instead (fsync'd) and /healthz says ``deg
 the database is back the spool is replayed in order before any newer event, so the order in the
 database is the order the scheduler emitted.
 
-Events are lost only when the queue (``queue_size``) or the spool (``spool_limit``) is full:
-the ``spool_full`` policy (``drop-new``) drops the new events, counts them (metric
+Events are cleaned when queued (:mod:`.clean`: escaped, fitted to the columns). An error of the
+database is either an outage (connection, timeout, permissions, schema revision: the batch is
+spooled and the database tried again every ``retry_interval``) or a refusal of the data
+(:func:`_refused`): then the batch is split in halves until the refused event is alone, which is
+set aside in the dead-letter file (:mod:`.deadletter`) while everything else is written.
+
+Events are lost only when the queue (``queue_size``) or the spool (``spool_limit``) is full, or
+the spool or dead-letter file cannot be written (disk full): the ``spool_full`` policy
+(``drop-new``) drops the new events, counts them (metric
 ``luigi_appliance_history_events_dropped_total``) and logs an error at once and then every
 minute while it lasts. A SIGKILL loses the events still in the queue, at most about
 ``flush_interval`` + ``BATCH_LINGER`` of them, like the state snapshot loses at most one interval.
@@ -33,7 +40,9 @@ from luigi.task_status import DONE, FAILED, PENDING, RUNNING
 
 from luigi_appliance.auth.context import current_caller
 from luigi_appliance.errors import HistoryError
+from luigi_appliance.history.clean import clean_event, make_event
 from luigi_appliance.history.db import describe, make_engine
+from luigi_appliance.history.deadletter import DeadLetters
 from luigi_appliance.history.events import Event
 from luigi_appliance.history.settings import HistorySettings
 from luigi_appliance.history.spool import Spool
@@ -42,27 +51,37 @@ from luigi_appliance.history.store import EventStore
 log = logging.getLogger(__name__)
 
 SPOOL_NAME = "history-spool"
+DEAD_LETTER_NAME = "history-dead-letter.jsonl"
 # How often a lasting problem (database down, events dropped) is logged again.
 REMINDER_INTERVAL = 60.0
 # How long the writer waits after the first event of a batch for more to arrive (seconds).
 BATCH_LINGER = 0.1
+# How many set-aside uids the writer remembers (see HistoryService._set_aside_uids).
+_SET_ASIDE_MEMORY = 100_000
 
 
 @dataclass
 class Stats:
-    """Counters since the scheduler started (exposed on /history/api/status and /history/metrics)."""
+    """Counters since the scheduler started (exposed on /history/api/status and /history/metrics).
+
+    ``written`` counts rows stored (an event found already stored is not counted again);
+    ``replayed`` is the part of it that came from the spool. Dropped and set-aside events are
+    counted by their _LossLog.
+    """
 
     emitted: int = 0
     written: int = 0
     spooled: int = 0
     replayed: int = 0
-    dropped: int = 0
 
 
-class _DropLog:
-    """Rate-limited error logging of dropped events: the first at once, then one a minute."""
+class _LossLog:
+    """Events lost or set aside, counted, and logged as an ERROR: the first at once, then one
+    line a minute while it goes on."""
 
-    def __init__(self, what: str):
+    def __init__(self, headline: str, outcome: str, what: str):
+        self.headline = headline
+        self.outcome = outcome
         self.what = what
         self.count = 0
         self.unreported = 0
@@ -77,8 +96,8 @@ class _DropLog:
         self.unreported += count
         now = self.last_drop = time.monotonic()
         if self.unreported == self.count or now - self.last_log >= REMINDER_INTERVAL:
-            log.error("TASK HISTORY EVENTS DROPPED: %d event(s) not recorded (%d in total) because %s (%s)",
-                      self.unreported, self.count, self.what, detail)
+            log.error("%s: %d event(s) %s (%d in total) because %s (%s)",
+                      self.headline, self.unreported, self.outcome, self.count, self.what, detail)
             self.unreported = 0
             self.last_log = now
 
@@ -90,10 +109,18 @@ class HistoryService(TaskHistory):
         self.settings = settings
         self.stats = Stats()
         self.spool = Spool(state_dir / SPOOL_NAME, settings.spool_limit)
+        self.dead_letters = DeadLetters(state_dir / DEAD_LETTER_NAME, settings.spool_limit)
         self._queue: queue.Queue[Event] = queue.Queue(maxsize=settings.queue_size)
-        self._queue_drops = _DropLog(f"the in-memory queue is full ([history] queue_size = {settings.queue_size})")
-        self._spool_drops = _DropLog(f"the spool {self.spool.path} is full ([history] spool_limit = "
-                                     f"{settings.spool_limit} bytes, spool_full = {settings.spool_full})")
+        self._queue_drops = _dropped(f"the in-memory queue is full ([history] queue_size = {settings.queue_size})")
+        self._spool_drops = _dropped(f"the spool {self.spool.path} is full or cannot be written ([history] "
+                                     f"spool_limit = {settings.spool_limit} bytes, spool_full = {settings.spool_full})")
+        self._dead_letter_drops = _dropped(f"the database refused them and the dead-letter file "
+                                           f"{self.dead_letters.path} is full or cannot be written")
+        self._refusals = _LossLog("TASK HISTORY EVENTS REFUSED", "set aside",
+                                  f"the database refused them; they are in {self.dead_letters.path}")
+        # Uids set aside by this process: a batch replayed again after an outage in the middle of
+        # its split does not set the same event aside twice.
+        self._set_aside_uids: set[str] = set()
         self._stopping = threading.Event()
         # Event uids: random per process, then a counter (uuid4 per event was a syscall on the
         # loop). 12 + at most 20 hex digits fit the 32-character column.
@@ -106,6 +133,8 @@ class HistoryService(TaskHistory):
         self._down_since = 0.0
         self._next_attempt = 0.0
         self._last_reminder = 0.0
+        self._last_unexpected = -REMINDER_INTERVAL
+        self._last_offset_error = -REMINDER_INTERVAL
 
     # ---- luigi's TaskHistory, called on the IOLoop: enqueue only ------------------------------
 
@@ -121,21 +150,28 @@ class HistoryService(TaskHistory):
     def _emit(self, task: Any, event_name: str, host: str | None = None) -> None:
         caller = current_caller.get()
         uid = f"{self._uid_prefix}{next(self._uid_counter):x}"
-        event = Event(uid, task.id, task.family or "", {k: str(v) for k, v in (task.params or {}).items()},
-                      event_name, time.time(), host, caller.principal.name if caller else None)
+        # Cleaned here, once: the writer and the spool only ever see storable events. Only the
+        # public parameters, as luigi's own API shows them: a task's private and hidden ones
+        # (passwords, tokens) must not reach the database or the history pages.
+        event = make_event(uid, task.id, task.family or "", task.public_params, event_name, time.time(), host,
+                           caller.principal.name if caller else None)
         self.stats.emitted += 1
         try:
             self._queue.put_nowait(event)
         except queue.Full:
-            self._queue_drops.add(1, f"{event_name} of {task.id}")
+            self._queue_drops.add(1, f"{event_name} of {event.task_id[:100]!a}")
 
     # ---- state ---------------------------------------------------------------------------------
 
     @property
     def healthy(self) -> bool:
-        """False while the database is down, events wait in the spool, or events were just dropped."""
+        """False while the database is down, events wait in the spool, or events were just dropped
+        or set aside."""
         return (self.db_state != "down" and self.spool.pending_events == 0 and self._thread.is_alive()
-                and not self._queue_drops.recent() and not self._spool_drops.recent())
+                and not any(losses.recent() for losses in self._losses()))
+
+    def _losses(self) -> tuple[_LossLog, ...]:
+        return self._queue_drops, self._spool_drops, self._dead_letter_drops, self._refusals
 
     def status(self) -> dict[str, Any]:
         return {
@@ -152,7 +188,8 @@ class HistoryService(TaskHistory):
             "written": self.stats.written,
             "spooled": self.stats.spooled,
             "replayed": self.stats.replayed,
-            "dropped": self._queue_drops.count + self._spool_drops.count,
+            "dropped": self._queue_drops.count + self._spool_drops.count + self._dead_letter_drops.count,
+            "dead_lettered": self._refusals.count,
         }
 
     # ---- lifecycle -----------------------------------------------------------------------------
@@ -188,9 +225,8 @@ class HistoryService(TaskHistory):
             batch = self._next_batch(wait=not (self.spool.pending_events and self.db_state == "ok"))
             try:
                 self._handle(batch)
-            except Exception:  # the writer must survive anything, or history stops silently
-                log.exception("Task history writer: unexpected error; %d event(s) go to the spool", len(batch))
-                self._to_spool(batch)
+            except Exception as exc:  # the writer must survive anything, or history stops silently
+                self._unexpected(exc)
         log.info("Task history writer stopped: %d written, %d in the spool", self.stats.written,
                  self.spool.pending_events)
 
@@ -211,22 +247,54 @@ class HistoryService(TaskHistory):
         return batch
 
     def _handle(self, batch: list[Event]) -> None:
-        if self.spool.pending_events or not self._database_up():
-            # Behind older events, in order: the database gets them from the spool.
-            if batch:
-                self._to_spool(batch)
-            if self.spool.pending_events and self._database_up():
-                self._replay_one_batch()
-            self._remind()
-            return
+        up = self._database_up()  # also when idle: a database down at startup is seen and reported
         if batch:
-            try:
-                self._store.write(batch)  # type: ignore[union-attr]
-            except (sa.exc.SQLAlchemyError, HistoryError) as exc:
+            if up and not self.spool.pending_events:
+                batch = self._store_events(batch, replay=False)
+            # Behind older events (the database gets them from the spool, in order), or what an
+            # outage left unwritten.
+            self._to_spool(batch)
+        if self.spool.pending_events and self._database_up():
+            self._replay_one_batch()
+        self._remind()
+
+    def _store_events(self, events: list[Event], *, replay: bool) -> list[Event]:
+        """Write ``events``, setting aside those the database refuses (halving the batch until a
+        refused event is alone). Returns the events left unwritten because the database went down,
+        in order (empty when all were handled)."""
+        events = [e for e in events if e.uid not in self._set_aside_uids]
+        try:
+            stored = self._store.write(events)  # type: ignore[union-attr]
+        except Exception as exc:
+            if not _refused(exc):
                 self._went_down(exc)
-                self._to_spool(batch)
-                return
-            self.stats.written += len(batch)
+                return events
+            if len(events) == 1:
+                self._set_aside(events[0], exc)
+                return []
+            half = len(events) // 2
+            left = self._store_events(events[:half], replay=replay)
+            return left + events[half:] if left else self._store_events(events[half:], replay=replay)
+        self.stats.written += stored
+        if replay:
+            self.stats.replayed += stored
+        return []
+
+    def _set_aside(self, event: Event, exc: BaseException) -> None:
+        if len(self._set_aside_uids) >= _SET_ASIDE_MEMORY:
+            self._set_aside_uids.clear()  # at worst, one event is set aside twice
+        self._set_aside_uids.add(event.uid)
+        reason = _short_error(exc)
+        detail = f"{reason}; {event.event_name} of task {event.task_id[:100]!a}"
+        try:
+            kept = self.dead_letters.add(event, reason)
+        except OSError as err:
+            self._dead_letter_drops.add(1, f"{detail}; writing it failed: {err}")
+            return
+        if kept:
+            self._refusals.add(1, detail)
+        else:
+            self._dead_letter_drops.add(1, f"{detail}; the file is at its limit of {self.dead_letters.limit} bytes")
 
     def _database_up(self) -> bool:
         if self.db_state == "ok":
@@ -236,7 +304,7 @@ class HistoryService(TaskHistory):
             return False
         try:
             self._store.check()  # type: ignore[union-attr]
-        except (sa.exc.SQLAlchemyError, HistoryError, OSError) as exc:
+        except Exception as exc:
             self._went_down(exc)
             return False
         if self.db_state == "down":
@@ -247,6 +315,24 @@ class HistoryService(TaskHistory):
         return True
 
     def _went_down(self, exc: BaseException) -> None:
+        """Spool from now on and try the database again in ``retry_interval``."""
+        if not isinstance(exc, _OUTAGE):
+            self._unexpected(exc)
+            return
+        self._back_off(exc)
+
+    def _unexpected(self, exc: BaseException) -> None:
+        # Neither an outage nor refused data: a bug, or a fault of the spool file (damaged while
+        # running: a restart sets it aside). Logged with its traceback at most once a minute, and
+        # retried only after retry_interval.
+        now = time.monotonic()
+        if now - self._last_unexpected >= REMINDER_INTERVAL:
+            self._last_unexpected = now
+            log.error("Task history writer: unexpected error; it retries in %.0fs", self.settings.retry_interval,
+                      exc_info=exc)
+        self._back_off(exc)
+
+    def _back_off(self, exc: BaseException) -> None:
         now = time.monotonic()
         self._next_attempt = now + self.settings.retry_interval
         self.last_error = _short_error(exc)
@@ -281,18 +367,53 @@ class HistoryService(TaskHistory):
 
     def _replay_one_batch(self) -> None:
         events, end = self.spool.next_batch(self.settings.batch_size)
+        # Cleaned again: a spool left by an older version holds events as they came.
+        left = self._store_events([clean_event(e) for e in events], replay=True)
+        if left:
+            return  # the database went down: this batch is replayed again (stored events are skipped)
         try:
-            self._store.write(events)  # type: ignore[union-attr]
-        except (sa.exc.SQLAlchemyError, HistoryError) as exc:
-            self._went_down(exc)
-            return
-        self.spool.advance(end, len(events))
-        self.stats.replayed += len(events)
-        self.stats.written += len(events)
+            self.spool.advance(end, len(events))
+        except OSError as exc:
+            self._offset_not_saved(exc)
         if not self.spool.pending_events:
             log.warning("Task history spool replayed: the database is complete again")
+
+    def _offset_not_saved(self, exc: OSError) -> None:
+        # The database has the batch and the spool moved on in memory; only a restart before the
+        # next successful save replays it again, and the database then skips it (same uids).
+        now = time.monotonic()
+        if now - self._last_offset_error >= REMINDER_INTERVAL:
+            self._last_offset_error = now
+            log.error("Task history: the replay offset %s cannot be saved (%s); replay goes on, and after a "
+                      "restart the events since the last saved offset are replayed again (stored once)",
+                      self.spool.offset_path, exc)
+
+
+def _dropped(what: str) -> _LossLog:
+    return _LossLog("TASK HISTORY EVENTS DROPPED", "not recorded", what)
+
+
+# The database cannot be used right now (down, unreachable, timed out, permissions, wrong schema
+# revision): spool, and try again later.
+_OUTAGE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.ProgrammingError, sa.exc.InternalError,
+           sa.exc.NotSupportedError, sa.exc.DisconnectionError, sa.exc.TimeoutError, sa.exc.ResourceClosedError,
+           HistoryError, OSError)
+
+
+def _refused(exc: BaseException) -> bool:
+    """True when this data is refused (by the database, or by the driver before sending it):
+    writing the same events again would fail again."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        return isinstance(exc, (sa.exc.DataError, sa.exc.IntegrityError)) and not exc.connection_invalidated
+    if isinstance(exc, sa.exc.StatementError):
+        return True  # raised while binding a value
+    # psycopg2 raises ValueError for a NUL itself, UnicodeEncodeError (a ValueError) for a
+    # surrogate; TypeError, OverflowError, KeyError: a value the code could not handle.
+    return isinstance(exc, (ValueError, TypeError, ArithmeticError, LookupError))
 
 
 def _short_error(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+    # Driver messages may quote the data: a lone surrogate in a log line would break the handler.
+    line = f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+    return line.encode("utf-8", "backslashreplace").decode("utf-8")

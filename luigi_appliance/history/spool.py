@@ -171,17 +171,24 @@ class Spool:
         return events, end
 
     def advance(self, end: int, count: int) -> None:
-        """The database committed the events up to ``end``: move the replay offset there."""
+        """The database committed the events up to ``end``: move the replay offset there.
+
+        The offset moves in memory first; OSError when it cannot be saved (disk full), and then
+        a restart replays those events again, which the database skips (same uids).
+        """
         self.offset = end
         self.pending_events -= count
         if self.offset >= self.size:
             self.clear()
             return
-        tmp = self.offset_path.with_name(self.offset_path.name + ".tmp")
+        tmp = self._offset_tmp()
         tmp.write_text(f"{end}\n")
         os.replace(tmp, self.offset_path)
 
+    def _offset_tmp(self) -> Path:
+        return self.offset_path.with_name(self.offset_path.name + ".tmp")
+
     def clear(self) -> None:
-        for path in (self.path, self.offset_path):
+        for path in (self.path, self.offset_path, self._offset_tmp()):
             path.unlink(missing_ok=True)
         self.size = self.offset = self.pending_events = 0
