@@ -1,7 +1,9 @@
-"""What a principal's groups grant: a role through [roles], task families through [families].
+"""What a principal may do beyond its role: a role through [roles], task families through [families].
 
-The same rules for every backend that knows groups (the directory today); the guard checks the
-families on add_task through ``family_allowed``.
+One rule for every backend: the directory's accounts get role and families from their groups
+(``roles_and_families``); local accounts get their role from the users file and the families of
+no group (``families_for`` with no groups). The guard and the scheduler check the families with
+``family_allowed``.
 """
 
 from __future__ import annotations
@@ -12,20 +14,26 @@ from luigi_appliance.auth import Role
 from luigi_appliance.config import AuthSettings
 
 
-def roles_and_families(groups: frozenset[str], auth: AuthSettings) -> tuple[Role | None, tuple[str, ...] | None]:
-    """The highest role any group maps to, and the union of the groups' family patterns.
+def families_for(role: Role | None, groups: frozenset[str], auth: AuthSettings) -> tuple[str, ...] | None:
+    """The task-family patterns of a principal with ``role`` in ``groups``.
 
-    Families are unrestricted (None) when [families] is empty or the role is operator or above;
-    otherwise a principal gets exactly its groups' patterns, possibly none (fail closed).
+    Unrestricted (None) when [families] is empty or the role is operator or above; otherwise
+    exactly the groups' patterns, possibly none (fail closed: a local worker account, which has
+    no groups, gets none once [families] is used).
     """
-    roles = [auth.roles[g] for g in groups if g in auth.roles]
-    role = max(roles) if roles else None
     if not auth.families or (role is not None and role >= Role.OPERATOR):
-        return role, None
+        return None
     patterns: list[str] = []
     for group in sorted(groups):
         patterns.extend(auth.families.get(group, ()))
-    return role, tuple(dict.fromkeys(patterns))
+    return tuple(dict.fromkeys(patterns))
+
+
+def roles_and_families(groups: frozenset[str], auth: AuthSettings) -> tuple[Role | None, tuple[str, ...] | None]:
+    """The highest role any group maps to, and that role's task families (``families_for``)."""
+    roles = [auth.roles[g] for g in groups if g in auth.roles]
+    role = max(roles) if roles else None
+    return role, families_for(role, groups, auth)
 
 
 def family_allowed(family: str, patterns: tuple[str, ...] | None) -> bool:

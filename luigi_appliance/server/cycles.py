@@ -6,6 +6,9 @@ dependencies marks its task; before the next get_work answers, the pending graph
 the marked tasks is searched for cycles (iteratively, linear in what it visits). Each task on a
 cycle is failed with the cycle's path as its error and status message, so the visualiser and the
 history show the reason and the worker stops waiting for it.
+
+It is the appliance's scheduler class, so it also inherits ``FamilyScopedScheduler``
+(task_access.py): get_work hands out only tasks of families the caller may run.
 """
 
 from __future__ import annotations
@@ -13,16 +16,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import luigi.scheduler
 from luigi.task_status import FAILED, PENDING
 
 from luigi_appliance.dag.cycles import cycle_path, cyclic_components
+from luigi_appliance.server.task_access import FamilyScopedScheduler
 
 log = logging.getLogger(__name__)
 
 
-class CycleAwareScheduler(luigi.scheduler.Scheduler):
-    """luigi's Scheduler that fails tasks caught in a dependency cycle, with the cycle as reason."""
+class CycleAwareScheduler(FamilyScopedScheduler):
+    """luigi's Scheduler that fails tasks caught in a dependency cycle, with the cycle as reason
+    (and hands out work by family, from FamilyScopedScheduler)."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

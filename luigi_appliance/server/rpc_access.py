@@ -1,7 +1,9 @@
 """Argument-level rules for Luigi RPCs, after the per-method role check, and their audit lines.
 
-* Task-family allowlists: ``add_task`` (and ``add_task_batcher``) only for a family the
-  principal's patterns allow, so a service account schedules only the pipelines it owns.
+* Arguments: their shape and size (rpc_arguments.py), refused with 400 or 413.
+* Task families and task-scoped methods, by the scheduler's own record of the task
+  (task_access.py): a principal acts only on the families its patterns allow, whatever family it
+  declares, and only on the tasks its workers run or added.
 * Worker binding: a worker id belongs to the principal that first used it; another principal
   sending worker RPCs under that id is refused, so one account cannot act as another's worker
   (take its tasks with get_work, report them done with add_task, keep it alive with ping).
@@ -10,70 +12,75 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from luigi_appliance.audit import AuditLog
 from luigi_appliance.auth import Principal, Role
-from luigi_appliance.auth.groups import family_allowed
 from luigi_appliance.policy import MethodRule
+from luigi_appliance.server import task_access
+from luigi_appliance.server.rpc_arguments import BadArguments, check_arguments, parse_arguments
 from luigi_appliance.server.worker_bindings import WorkerBindings
 
 log = logging.getLogger(__name__)
 
-_FAMILY_METHODS = {"add_task": "family", "add_task_batcher": "task_family"}
-
-
-class BadArguments(ValueError):
-    """The RPC's ``data`` is not a JSON object."""
-
-
-def parse_arguments(data: str) -> dict[str, Any]:
-    try:
-        arguments = json.loads(data)
-    except ValueError:
-        raise BadArguments("data is not JSON") from None
-    if not isinstance(arguments, dict):
-        raise BadArguments("data is not a JSON object")
-    return arguments
-
-
-def family_of(method: str, arguments: dict[str, Any]) -> str | None:
-    key = _FAMILY_METHODS.get(method)
-    if key is None:
-        return None
-    family = arguments.get(key)
-    if isinstance(family, str) and family:
-        return family
-    # Old clients leave family out; luigi's task ids start with the family name.
-    task_id = arguments.get("task_id")
-    return task_id.split("_", 1)[0] if isinstance(task_id, str) and task_id else ""
+__all__ = ["BadArguments", "RpcAccess", "parse_arguments"]
 
 
 class RpcAccess:
+    """The argument-level rules of one scheduler; ``attach`` it to that scheduler before use."""
+
     def __init__(self, audit: AuditLog | None = None, bindings: WorkerBindings | None = None):
         self.audit = audit
         self.bindings = bindings if bindings is not None else WorkerBindings()
+        self.scheduler: Any | None = None
+
+    def attach(self, scheduler: Any) -> RpcAccess:
+        """Decide by ``scheduler``'s records of tasks (build_app attaches the one it serves)."""
+        self.scheduler = scheduler
+        return self
+
+    def check_arguments(self, method: str, arguments: dict[str, Any]) -> None:
+        """Raise BadArguments (with its HTTP status) when luigi's ``method`` cannot take these."""
+        check_arguments(method, arguments)
 
     def refusal(self, principal: Principal, method: str, rule: MethodRule, arguments: dict[str, Any]) -> str | None:
         """Why this call is refused, or None when it may proceed."""
-        family = family_of(method, arguments)
-        if family is not None and not family_allowed(family, principal.families):
-            return f"task family {family!r} is not in the allowlist of {principal.name}"
+        if method in task_access.TASK_ARGUMENT or method in task_access.DECLARED_FAMILY:
+            if self.scheduler is None:
+                return "the access rules have no scheduler to ask about the task"  # fail closed
+            task = self._task(method, arguments)
+            reason = (task_access.family_refusal(principal, method, arguments, task)
+                      or task_access.runner_refusal(principal, method, arguments, task, self.bindings.owner))
+            if reason is not None:
+                return reason
         worker = arguments.get("worker")
         if rule.role == Role.WORKER and isinstance(worker, str):
             return self.bindings.claim(worker, principal.name)
         return None
 
+    def _task(self, method: str, arguments: dict[str, Any]) -> Any | None:
+        return task_access.recorded_task(self.scheduler, arguments.get(task_access.TASK_ARGUMENT.get(method, "")))
+
+    def _audited_families(self, method: str, arguments: dict[str, Any]) -> tuple[str | None, str | None]:
+        """(the task's family, the declared family when it differs): the scheduler's record first."""
+        declared = task_access.declared_family(method, arguments) or None
+        task = self._task(method, arguments) if self.scheduler is not None else None
+        recorded = task.family if task is not None and task.family else None
+        if recorded is None:
+            return declared, None
+        return recorded, declared if declared not in (None, recorded) else None
+
     def record(self, principal: Principal | None, source: str, method: str, arguments: dict[str, Any],
                status: int) -> None:
         if self.audit is None:
             return
+        family, declared = self._audited_families(method, arguments)
         self.audit.record(
             "rpc", principal=principal.name if principal else None, source=source,
             outcome="ok" if status < 400 else f"refused:{status}", method=method,
-            family=family_of(method, arguments) or arguments.get("task_family"),
-            task_id=arguments.get("task_id"), worker=arguments.get("worker"),
+            family=family, declared_family=declared,
+            task_id=arguments.get(task_access.TASK_ARGUMENT.get(method, "task_id")),
+            worker=arguments.get("worker"),
             status=arguments.get("status") if method == "add_task" else None,
         )

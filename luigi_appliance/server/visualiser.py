@@ -9,6 +9,14 @@ computes the CSP hash of the page's single inline script from the file itself, s
 For a browser logged in through /login, the page also carries the session's CSRF token in a
 ``<meta>`` tag; the shim sends it with every state-changing call, adds a "Log out" button, and
 opens the login form when a call answers 401 (the session ended).
+
+Luigi's scripts also put some task fields into the page as markup: the task name (family) and
+resources in the task table, the refreshed status message, scheduler message responses, the
+node labels and tooltips of both graph views. Any worker sets those, so a status message
+``<img src=x>`` would become an element in every viewer's page (the CSP keeps its scripts from
+running, but not forms, links or styles). The appliance serves those two scripts, at their own
+URLs, with exactly these places changed to render text (``SCRIPT_PATCHES``); a luigi version
+whose scripts no longer contain them is refused at start rather than served unpatched.
 """
 
 from __future__ import annotations
@@ -28,16 +36,69 @@ from luigi_appliance.errors import ApplianceError
 from luigi_appliance.server.guard import GuardMixin
 from luigi_appliance.server.session import CSRF_HEADER, SessionAuthenticator
 
-INDEX_PATH = os.path.join(os.path.dirname(luigi.__file__), "static", "visualiser", "index.html")
+VISUALISER_DIR = os.path.join(os.path.dirname(luigi.__file__), "static", "visualiser")
+INDEX_PATH = os.path.join(VISUALISER_DIR, "index.html")
 SHIM_TAG = '<script src="../../appliance/visualiser-post.js"></script>'
 CSRF_META = "luigi-appliance-csrf-token"
 CSRF_SLOT = "<!-- luigi-appliance: csrf token -->"
 _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)
 
 
+_TEXT_HELPERS = """function visualiserApp(luigi) {
+    // luigi-appliance: task fields are text, never markup.
+    function applianceText(value) {
+        var entities = {'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'};
+        return String(value === null || value === undefined ? '' : value).replace(/[&<>"']/g, function (c) {
+            return entities[c];
+        });
+    }
+    function applianceCell(data, type) {
+        return type === 'display' ? applianceText(data) : data;
+    }
+"""
+
+# Script (relative to luigi's visualiser directory) -> (luigi's code, the appliance's): each
+# piece of luigi's code must occur exactly once.
+SCRIPT_PATCHES: dict[str, list[tuple[str, str]]] = {
+    "js/visualiserApp.js": [
+        ("function visualiserApp(luigi) {\n", _TEXT_HELPERS),
+        ("{data: 'taskName'},", "{data: 'taskName', render: applianceCell},"),
+        ('{data: \'priority\', width: "2em"},', '{data: \'priority\', width: "2em", render: applianceCell},'),
+        ("'</div><div>' + row.resources + '</div>'", "'</div><div>' + applianceText(row.resources) + '</div>'"),
+        # escapeHtml (util.js) throws on anything but a string, which empties the whole table.
+        ("escapeHtml(key) +", "applianceText(key) +"),
+        ("escapeHtml(params[key])", "applianceText(params[key])"),
+        ('pre").html(data.statusMessage)', 'pre").text(data.statusMessage)'),
+        ("$responseContent.html(response);", "$responseContent.text(response);"),
+        ("data-task-id='\" + task.taskId + \"'>\"", "data-task-id='\" + applianceText(task.taskId) + \"'>\""),
+        ('"<span class=name>"+task.name+"</span>"', '"<span class=name>"+applianceText(task.name)+"</span>"'),
+        ('<span class=counter>"+ task.status +"</span>', '<span class=counter>"+ applianceText(task.status) +"</span>'),
+        ("\"<p class='name'>\" + name + \"</p>", "\"<p class='name'>\" + applianceText(name) + \"</p>"),
+        ("'description'>\" + description + \"</p>\"", "'description'>\" + applianceText(description) + \"</p>\""),
+    ],
+    # The popover of the default graph view renders its title (the task name) as HTML.
+    "js/graph.js": [
+        ("var titleText = node.name;", "var titleText = escapeHtml(String(node.name || ''));"),
+    ],
+}
+
+
 def read_index() -> str:
     with open(INDEX_PATH, encoding="utf-8") as fh:
         return fh.read()
+
+
+def patched_script(relative: str) -> str:
+    """Luigi's ``relative`` script with the appliance's changes; fails on a luigi version whose
+    script differs where a change applies."""
+    with open(os.path.join(VISUALISER_DIR, relative), encoding="utf-8") as fh:
+        script = fh.read()
+    for old, new in SCRIPT_PATCHES[relative]:
+        if script.count(old) != 1:
+            raise ApplianceError(f"{os.path.join(VISUALISER_DIR, relative)} does not contain {old.strip()!r} exactly "
+                                 "once: this luigi version's visualiser is not supported")
+        script = script.replace(old, new, 1)
+    return script
 
 
 def patched_index(html: str) -> str:
@@ -133,6 +194,8 @@ class IndexHandler(GuardMixin):
 
 
 class ShimHandler(GuardMixin):
+    """Serves one script made at start: the POST shim, or one of luigi's scripts patched."""
+
     def initialize(self, script: str) -> None:
         self._script = script
 
@@ -143,9 +206,11 @@ class ShimHandler(GuardMixin):
 
 def routes(sessions: SessionAuthenticator | None = None
            ) -> tuple[str, list[tuple[str, type[tornado.web.RequestHandler], dict]]]:
-    """(CSP, handlers) for the visualiser's entry page and its shim."""
+    """(CSP, handlers) for the visualiser's entry page, its shim and the patched scripts."""
     html = read_index()
     return content_security_policy(html), [
         (r"/static/visualiser/index\.html", IndexHandler, {"html": patched_index(html), "sessions": sessions}),
         (r"/appliance/visualiser-post\.js", ShimHandler, {"script": shim_script()}),
+        *[("/static/visualiser/" + re.escape(relative), ShimHandler, {"script": patched_script(relative)})
+          for relative in SCRIPT_PATCHES],
     ]

@@ -1,0 +1,159 @@
+"""The shape of an RPC's ``data``, checked before luigi's handler sees it.
+
+Luigi's handler passes the decoded JSON straight to the scheduler method as keyword arguments:
+a missing or misspelt argument, a value of the wrong type or a structure nested a few thousand
+levels deep ends in an exception, a 500 and a traceback in the log. Worse, some wrong values are
+stored and break later calls of everyone (a string or null ``priority`` makes every assistant's
+``get_work`` fail comparing it), and a task's parameters are kept for the life of the task, in
+every snapshot. So every call is refused with a one-line reason (400, or 413 for a size limit) when
+
+* ``data`` is not a JSON object, or nests objects and lists deeper than ``MAX_DEPTH``;
+* an argument the method requires is missing, or one it does not take is given;
+* a task id, worker id or family is not a string;
+* for ``add_task``: ``priority`` is not a number, ``resources`` or ``retry_policy_dict`` not an
+  object of numbers, ``deps`` or ``new_deps`` not a list of strings, ``params`` or
+  ``param_visibilities`` not an object, either of them is larger than ``MAX_PARAMS_BYTES`` as
+  JSON, or one parameter value is larger than ``MAX_PARAM_VALUE_BYTES``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import luigi.scheduler
+
+from luigi_appliance.server.task_access import DECLARED_FAMILY, TASK_ARGUMENT
+
+# Luigi's own calls nest three levels at most (add_worker's info: object > list > pair).
+MAX_DEPTH = 32
+# Luigi sends parameters as strings (Task.to_str_params); these leave room for long lists.
+MAX_PARAMS_BYTES = 64 * 1024
+MAX_PARAM_VALUE_BYTES = 32 * 1024
+
+
+class BadArguments(ValueError):
+    """The RPC's ``data`` is refused; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, reason: str, status: int = 400):
+        super().__init__(reason)
+        self.status = status
+
+
+def parse_arguments(data: str) -> dict[str, Any]:
+    try:
+        arguments = json.loads(data)
+    except RecursionError:
+        raise BadArguments(f"data is nested more than {MAX_DEPTH} levels deep") from None
+    except ValueError:
+        raise BadArguments("data is not JSON") from None
+    if not isinstance(arguments, dict):
+        raise BadArguments("data is not a JSON object")
+    if _too_deep(arguments):
+        raise BadArguments(f"data is nested more than {MAX_DEPTH} levels deep")
+    return arguments
+
+
+def _too_deep(value: Any) -> bool:
+    # Iterative: a recursive walk would fail on exactly the input it is meant to refuse.
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What a scheduler method takes: ``known`` None when it takes any keyword (``**kwargs``)."""
+
+    required: frozenset[str]
+    known: frozenset[str] | None
+
+
+# Luigi asserts these itself (or reads them from **kwargs), with a traceback when they are missing.
+_ALSO_REQUIRED = {"add_task": {"worker"}, "get_work": {"worker"}, "ping": {"worker"}}
+
+
+def _signature(method: str) -> Signature:
+    parameters = list(inspect.signature(getattr(luigi.scheduler.Scheduler, method)).parameters.values())[1:]
+    named = [p for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    required = {p.name for p in named if p.default is p.empty} | _ALSO_REQUIRED.get(method, set())
+    any_keyword = any(p.kind == p.VAR_KEYWORD for p in parameters)
+    return Signature(frozenset(required), None if any_keyword else frozenset(p.name for p in named))
+
+
+# Luigi's base class, not the appliance's subclass (whose overrides pass **kwargs through).
+SIGNATURES: dict[str, Signature] = {name: _signature(name) for name in luigi.scheduler.RPC_METHODS}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float))
+
+
+def _object_of_numbers(value: Any) -> bool:
+    return isinstance(value, dict) and all(_number(v) for v in value.values())
+
+
+def _object_of_optional_numbers(value: Any) -> bool:
+    return isinstance(value, dict) and all(_number(v) or v is None for v in value.values())
+
+
+def _list_of_strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+# add_task's values that luigi stores and later compares, hashes or iterates. None stands for
+# luigi's default for all but priority, which luigi would store as None.
+_ADD_TASK_TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "priority": ("a number", _number),
+    "resources": ("an object of numbers", _object_of_numbers),
+    "retry_policy_dict": ("an object of numbers", _object_of_optional_numbers),
+    "deps": ("a list of task ids", _list_of_strings),
+    "new_deps": ("a list of task ids", _list_of_strings),
+    "params": ("an object", lambda v: isinstance(v, dict)),
+    "param_visibilities": ("an object", lambda v: isinstance(v, dict)),
+}
+
+
+def check_arguments(method: str, arguments: dict[str, Any]) -> None:
+    """Raise BadArguments when ``method`` cannot take ``arguments`` (see the module docstring)."""
+    signature = SIGNATURES[method]
+    missing = sorted(signature.required - arguments.keys())
+    if missing:
+        raise BadArguments(f"{method} needs argument(s) {', '.join(missing)}")
+    if signature.known is not None:
+        unknown = sorted(arguments.keys() - signature.known)
+        if unknown:
+            raise BadArguments(f"{method} takes no argument(s) {', '.join(unknown)[:200]}")
+    for name in ("worker", TASK_ARGUMENT.get(method), DECLARED_FAMILY.get(method)):
+        if name is not None and arguments.get(name) is not None and not isinstance(arguments[name], str):
+            raise BadArguments(f"{method}: {name} must be a string")
+    if method == "add_task":
+        _check_add_task(arguments)
+
+
+def _check_add_task(arguments: dict[str, Any]) -> None:
+    for name, (expected, valid) in _ADD_TASK_TYPES.items():
+        if name not in arguments or (arguments[name] is None and name != "priority"):
+            continue
+        if not valid(arguments[name]):
+            raise BadArguments(f"add_task: {name} must be {expected}")
+    params = arguments.get("params") or {}
+    for name, value in params.items():
+        if _json_size(value) > MAX_PARAM_VALUE_BYTES:
+            raise BadArguments(f"add_task: parameter {name[:100]!r} is larger than the limit of "
+                               f"{MAX_PARAM_VALUE_BYTES} bytes per parameter value", 413)
+    for name in ("params", "param_visibilities"):
+        if _json_size(arguments.get(name) or {}) > MAX_PARAMS_BYTES:
+            raise BadArguments(f"add_task: {name} is larger than the limit of {MAX_PARAMS_BYTES} bytes per task", 413)
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
