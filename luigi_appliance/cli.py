@@ -76,6 +76,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                           dag_check=not args.no_dag_check))
 
 
+# ---- worker ------------------------------------------------------------------------------------
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from luigi_appliance.client.release import ReleaseOptions, release_worker
+
+    owner = release_worker(ReleaseOptions(args.worker_id, args.scheduler_url, args.ca_file, args.credentials_file,
+                                          args.client_config))
+    print(f"released worker id {args.worker_id} (it was bound to {owner})")
+    return 0
+
+
 # ---- dag ---------------------------------------------------------------------------------------
 
 def _needs_module_and_task(luigi_args: list[str], command: str) -> None:
@@ -223,6 +234,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-dag-check", action="store_true",
                      help="skip the dependency preflight (cycles, broken requires()) before scheduling")
     run.set_defaults(func=cmd_run)
+
+    worker = sub.add_parser("worker", help="worker ids bound to principals, on the running scheduler")
+    worker_sub = worker.add_subparsers(dest="worker_command", required=True)
+    release = worker_sub.add_parser("release", help="free a worker id bound to a principal (needs an operator "
+                                    "account; audited), so another principal may use it")
+    release.add_argument("worker_id", help="the worker id, as worker_list shows it")
+    release.add_argument("--scheduler-url", help="https://HOST:PORT/ (default from client.conf)")
+    release.add_argument("--ca-file", type=Path, help="CA certificate(s) to verify the scheduler with")
+    release.add_argument("--credentials-file", type=Path, help="file holding username:password")
+    release.add_argument("--client-config", type=Path, help="client.conf (default /etc/luigi-appliance/client.conf)")
+    worker.set_defaults(func=cmd_worker)
 
     dag = sub.add_parser("dag", help="check a pipeline's dependency graph without running it")
     dag_sub = dag.add_subparsers(dest="dag_command", required=True)

@@ -8,11 +8,22 @@ anyone who can write the file runs code as the scheduler. Here a snapshot is
 written to a temporary file, fsync'd and renamed over the previous one, every interval and at
 shutdown. A snapshot whose MAC does not verify is never unpickled: it is moved aside and the
 scheduler starts empty.
+
+The payload is a dict: the payload format, the snapshot's generation (one more at every write),
+luigi's own state and the worker bindings. The generation last written is also kept outside the
+snapshot, in ``state.generation``, so a validly signed but older snapshot put back (a backup, a
+copy from another disk) is noticed: warned about, or with ``[state] refuse_stale_snapshot``
+refused like a bad MAC. Payloads of the first format (luigi's state tuple alone) still load.
+
+The scheduler never follows a symbolic link in its state directory: the files it reads there are
+opened with O_NOFOLLOW or checked first, and what it writes goes to a new temporary file
+(O_EXCL|O_NOFOLLOW) renamed over the target.
 """
 
 from __future__ import annotations
 
 import collections
+import errno
 import hashlib
 import hmac
 import logging
@@ -20,6 +31,7 @@ import os
 import pickle
 import secrets
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +45,29 @@ VERSION = 1
 _HEADER = len(MAGIC) + 1
 _MAC_LEN = hashlib.sha256().digest_size
 MIN_KEY_BYTES = 32
+# Payload formats: 1 was luigi's get_state() tuple alone; 2 is the dict built by capture().
+PAYLOAD_FORMAT = 2
+
+
+def refuse_symlink(path: Path) -> None:
+    """Raise StateError if ``path`` is a symbolic link (the scheduler follows none in its state dir)."""
+    if path.is_symlink():
+        raise StateError(f"{path} is a symbolic link; the scheduler does not follow links in its state "
+                         "directory (put the file itself there)")
+
+
+def _open_nofollow(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            refuse_symlink(path)
+        raise
 
 
 def load_or_create_key(path: Path) -> bytes:
     """The HMAC key kept in ``path`` (hex), created 0600 on first start."""
+    refuse_symlink(path)
     if not path.exists():
         write_private_file(path, secrets.token_hex(MIN_KEY_BYTES).encode() + b"\n")
         log.info("Generated state signing key %s", path)
@@ -66,16 +97,11 @@ class SignedSnapshotFile:
 
     def write(self, blob: bytes) -> None:
         """Replace the snapshot atomically: a crash leaves the old file or the new one, never half."""
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(blob)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
+            # A new temporary file (random name, O_EXCL|O_NOFOLLOW, 0600 set on the descriptor),
+            # fsync'd and renamed over the snapshot: a planted file or link is never written through.
+            write_private_file(self.path, blob)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise StateError(f"cannot write state snapshot {self.path}: {exc.strerror}") from exc
         dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -86,7 +112,8 @@ class SignedSnapshotFile:
     def read(self) -> Any | None:
         """The verified state, or None when there is none or it was rejected (and moved aside)."""
         try:
-            blob = self.path.read_bytes()
+            with os.fdopen(_open_nofollow(self.path), "rb") as fh:
+                blob = fh.read()
         except FileNotFoundError:
             log.info("No state snapshot at %s; starting with an empty state", self.path)
             return None
@@ -94,12 +121,12 @@ class SignedSnapshotFile:
             raise StateError(f"cannot read state snapshot {self.path}: {exc.strerror}") from exc
         reason = self._verify(blob)
         if reason is not None:
-            self._quarantine(reason)
+            self.quarantine(reason)
             return None
         try:
             return pickle.loads(blob[_HEADER + _MAC_LEN:])  # noqa: S301 - only after the MAC verified
         except Exception as exc:  # signed by us, but written by an incompatible version
-            self._quarantine(f"signed snapshot could not be decoded ({type(exc).__name__})")
+            self.quarantine(f"signed snapshot could not be decoded ({type(exc).__name__})")
             return None
 
     def _verify(self, blob: bytes) -> str | None:
@@ -112,7 +139,8 @@ class SignedSnapshotFile:
             return "HMAC verification failed (tampered with, or signed with another key)"
         return None
 
-    def _quarantine(self, reason: str) -> None:
+    def quarantine(self, reason: str) -> None:
+        """Move the snapshot aside (never loaded) and say so at CRITICAL: the scheduler starts empty."""
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         target = self.path.with_name(f"{self.path.name}.rejected-{stamp}")
         os.replace(self.path, target)
@@ -120,17 +148,132 @@ class SignedSnapshotFile:
                      "the scheduler starts with an empty state", self.path, reason, target)
 
 
-def capture(scheduler: Any) -> Any:
-    """The scheduler's state as luigi's own dump() would pickle it."""
-    return scheduler._state.get_state()
+@dataclass(frozen=True)
+class Snapshot:
+    """What a verified snapshot holds."""
+
+    generation: int
+    luigi_state: Any  # luigi's SimpleTaskState.get_state() tuple
+    worker_bindings: dict[str, str]
 
 
-def restore(scheduler: Any, state: Any) -> None:
-    """Install ``state`` the way luigi's SimpleTaskState.load() does, minus the unpickling."""
+@dataclass(frozen=True)
+class EncodedSnapshot:
+    generation: int
+    blob: bytes
+
+
+def capture(scheduler: Any, worker_bindings: dict[str, str], generation: int) -> dict[str, Any]:
+    """The payload of a snapshot: luigi's state as its own dump() would pickle it, and ours."""
+    return {"format": PAYLOAD_FORMAT, "generation": generation,
+            "luigi": scheduler._state.get_state(), "worker_bindings": worker_bindings}
+
+
+def decode(payload: Any) -> Snapshot | str:
+    """The snapshot in a verified payload, or why it cannot be used."""
+    if isinstance(payload, tuple):
+        return Snapshot(0, payload, {})  # format 1: before generations and persistent bindings
+    if not isinstance(payload, dict) or not isinstance(payload.get("format"), int):
+        return "signed snapshot has no payload format"
+    if payload["format"] != PAYLOAD_FORMAT:
+        return f"unsupported payload format {payload['format']} (written by another luigi-appliance version)"
+    generation, luigi_state, bindings = payload.get("generation"), payload.get("luigi"), payload.get("worker_bindings")
+    if not isinstance(generation, int) or not isinstance(luigi_state, tuple) or not isinstance(bindings, dict):
+        return "signed snapshot payload is incomplete"
+    return Snapshot(generation, luigi_state, bindings)
+
+
+def restore(scheduler: Any, snapshot: Snapshot) -> None:
+    """Install luigi's state the way its SimpleTaskState.load() does, minus the unpickling."""
     task_state = scheduler._state
-    task_state.set_state(state)
+    task_state.set_state(snapshot.luigi_state)
     task_state._status_tasks = collections.defaultdict(dict)
     for task in task_state._tasks.values():
         task_state._status_tasks[task.status][task.id] = task
-    log.info("Restored %d tasks and %d workers from the signed snapshot",
-             len(task_state._tasks), len(task_state._active_workers))
+    log.info("Restored %d tasks, %d workers and %d worker bindings from the signed snapshot (generation %d)",
+             len(task_state._tasks), len(task_state._active_workers), len(snapshot.worker_bindings),
+             snapshot.generation)
+
+
+def is_live_worker(scheduler: Any, worker_id: str) -> bool:
+    """Whether luigi still counts ``worker_id`` among its active workers (not pruned yet)."""
+    return worker_id in scheduler._state._active_workers
+
+
+class GenerationFile:
+    """The generation of the last snapshot written, kept next to it (not inside it)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def read(self) -> int:
+        """The recorded generation; 0 when none was recorded yet."""
+        try:
+            with os.fdopen(_open_nofollow(self.path), "rb") as fh:
+                text = fh.read(64).decode("ascii", "replace").strip()
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise StateError(f"cannot read the state generation file {self.path}: {exc.strerror}") from exc
+        if not text.isdigit():
+            raise StateError(f"state generation file {self.path} does not hold a generation number; "
+                             "remove it to accept the snapshot that is there")
+        return int(text)
+
+    def write(self, generation: int) -> None:
+        try:
+            write_private_file(self.path, f"{generation}\n".encode())
+        except OSError as exc:
+            raise StateError(f"cannot write the state generation file {self.path}: {exc.strerror}") from exc
+
+
+class StateStore:
+    """The signed snapshot and its generation: stale snapshots are warned about or refused."""
+
+    def __init__(self, snapshot: SignedSnapshotFile, generations: GenerationFile, refuse_stale: bool = False):
+        self.snapshot = snapshot
+        self.generations = generations
+        self.refuse_stale = refuse_stale
+        self._generation = 0
+
+    @property
+    def path(self) -> Path:
+        return self.snapshot.path
+
+    def load(self) -> Snapshot | None:
+        """The snapshot to restore, or None to start empty (none there, or it was refused)."""
+        last = self.generations.read()
+        self._generation = last
+        if last and not os.path.lexists(self.path):
+            log.warning("No state snapshot at %s although generation %d was written (see %s): it was "
+                        "removed; starting with an empty state", self.path, last, self.generations.path)
+        payload = self.snapshot.read()
+        if payload is None:
+            return None
+        decoded = decode(payload)
+        if isinstance(decoded, str):
+            self.snapshot.quarantine(decoded)
+            return None
+        if decoded.generation < last:
+            stale = (f"snapshot generation {decoded.generation} is older than the last one written, {last} "
+                     f"(recorded in {self.generations.path})")
+            if self.refuse_stale:
+                self.snapshot.quarantine(f"stale: {stale}; [state] refuse_stale_snapshot = true")
+                return None
+            log.warning("Restoring an OLD state snapshot %s: %s. It was put back or a newer one was lost; "
+                        "tasks, workers and worker bindings are as they were then. Set [state] "
+                        "refuse_stale_snapshot = true to refuse such a snapshot", self.path, stale)
+        self._generation = max(last, decoded.generation)
+        return decoded
+
+    def encode(self, scheduler: Any, worker_bindings: dict[str, str]) -> EncodedSnapshot:
+        """Capture the state (on the loop: a consistent view) under the next generation."""
+        self._generation += 1
+        payload = capture(scheduler, worker_bindings, self._generation)
+        return EncodedSnapshot(self._generation, self.snapshot.encode(payload))
+
+    def write(self, encoded: EncodedSnapshot) -> None:
+        """Write the snapshot, then record its generation (a crash between leaves the record behind,
+        which only makes the next start accept a newer snapshot)."""
+        self.snapshot.write(encoded.blob)
+        self.generations.write(encoded.generation)

@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from luigi_appliance.config import TLSSettings
-from luigi_appliance.secret_values import write_private_file
+from luigi_appliance.secret_values import secret_file_problem, write_private_file
+from luigi_appliance.state import refuse_symlink
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ def fingerprint(cert_file: Path) -> str:
 def ensure_self_signed(state_dir: Path, hostnames: list[str]) -> CertPair:
     """Return the self-signed pair in ``state_dir``, generating it (key 0600) on first use."""
     pair = CertPair(state_dir / SELF_SIGNED_CERT, state_dir / SELF_SIGNED_KEY)
+    refuse_symlink(pair.cert_file)
+    refuse_symlink(pair.key_file)
     if pair.cert_file.exists() and pair.key_file.exists():
         return pair
     key = ec.generate_private_key(ec.SECP256R1())
@@ -90,6 +93,32 @@ def server_context(tls: TLSSettings, pair: CertPair, work_dir: Path) -> ssl.SSLC
     ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!MD5:!DSS")
     load_pair(ctx, tls, pair, work_dir)
     return ctx
+
+
+def pair_problem(tls: TLSSettings, pair: CertPair, work_dir: Path) -> str | None:
+    """Why ``pair`` cannot be served, or None: the key-file rules ``config check`` applies, then a
+    trial load into a scratch context (PEM that parses, a key that matches the certificate).
+
+    SIGHUP asks this before touching the live context: a failed load_cert_chain can leave a
+    context with the new certificate and no key, and then every handshake fails.
+    """
+    problem = secret_file_problem(pair.key_file)
+    if problem is not None:
+        return problem
+    try:
+        load_pair(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), tls, pair, work_dir)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        return f"cannot load {pair.cert_file} with key {pair.key_file}: {exc}"
+    return None
+
+
+def reload_pair(ctx: ssl.SSLContext, tls: TLSSettings, pair: CertPair, work_dir: Path) -> str | None:
+    """Load the pair's current files into the live ``ctx`` if they pass ``pair_problem``;
+    otherwise leave ``ctx`` as it is and return why."""
+    problem = pair_problem(tls, pair, work_dir)
+    if problem is None:
+        load_pair(ctx, tls, pair, work_dir)
+    return problem
 
 
 def load_pair(ctx: ssl.SSLContext, tls: TLSSettings, pair: CertPair, work_dir: Path) -> None:

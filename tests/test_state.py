@@ -8,6 +8,7 @@ import signal
 import time
 from pathlib import Path
 
+import luigi.scheduler
 import pytest
 
 from conftest import Server
@@ -124,3 +125,103 @@ def test_sigterm_saves_and_exits_cleanly(configured_server) -> None:
     assert oct(snapshot.stat().st_mode & 0o777) == oct(0o600)
     server.start()
     assert task_ids(server) == {"Z1", "Z2", "Z3"}
+
+
+def generation(server: Server) -> int:
+    path = server.state_dir / "state.generation"
+    return int(path.read_text()) if path.exists() else 0
+
+
+def test_an_older_snapshot_put_back_is_warned_about_or_refused(configured_server, tmp_path: Path) -> None:
+    server = configured_server()
+    add_tasks(server, ["Old"])
+    assert server.stop() == 0
+    snapshot = server.state_dir / "state.pickle"
+    older = snapshot.read_bytes()  # validly signed
+    server.start()
+    add_tasks(server, ["New"])
+    assert server.stop() == 0
+    last = generation(server)
+
+    snapshot.write_bytes(older)  # put back, e.g. from a backup
+    server.start()
+    assert task_ids(server) == {"Old"}
+    log = server.log()
+    assert "WARNING luigi_appliance.state: Restoring an OLD state snapshot" in log
+    assert f"older than the last one written, {last}" in log
+    assert server.stop() == 0
+    assert generation(server) > last  # the next snapshots continue above it, never reuse it
+
+    snapshot.write_bytes(older)
+    strict = configured_server("[state]\nrefuse_stale_snapshot = true\n")
+    assert task_ids(strict) == set()  # started empty, and serves
+    assert "CRITICAL luigi_appliance.state: REFUSED state snapshot" in strict.log()
+    assert "stale: snapshot generation" in strict.log()
+    [rejected] = server.state_dir.glob("state.pickle.rejected-*")
+    assert rejected.read_bytes() == older
+
+
+def test_a_snapshot_in_the_first_format_still_loads(configured_server) -> None:
+    # Written by luigi-appliance before generations: the payload is luigi's state tuple alone.
+    server = configured_server(start=False)
+    scheduler = luigi.scheduler.Scheduler()
+    scheduler.add_task(worker="w1", task_id="Legacy_1", family="Legacy", status="PENDING")
+    key = b"k" * 64
+    key_file = server.state_dir / "state.key"
+    key_file.write_bytes(key + b"\n")
+    key_file.chmod(0o600)
+    store = SignedSnapshotFile(server.state_dir / "state.pickle", key)
+    store.write(store.encode(scheduler._state.get_state()))
+    server.start()
+    assert task_ids(server) == {"Legacy_1"}
+    assert "from the signed snapshot (generation 0)" in server.log()
+
+
+def test_the_snapshot_temp_file_is_never_written_through_a_planted_link(configured_server, tmp_path: Path) -> None:
+    server = configured_server(start=False)
+    victim = tmp_path / "victim"
+    victim.write_text("must stay as it is\n")
+    # The temporary name the scheduler once used: a link there sent the snapshot into any file
+    # the service account could write.
+    (server.state_dir / ".state.pickle.tmp").symlink_to(victim)
+    server.start()
+    add_tasks(server, ["T"])
+    assert server.stop() == 0  # writes the final snapshot
+    assert victim.read_bytes() == b"must stay as it is\n"
+    snapshot = server.state_dir / "state.pickle"
+    assert not snapshot.is_symlink() and oct(snapshot.stat().st_mode & 0o777) == oct(0o600)
+    server.start()
+    assert task_ids(server) == {"T"}
+
+
+@pytest.mark.parametrize("link", ["the state dir", "state.pickle", "state.key", "tls-selfsigned.key"])
+def test_symlinks_in_the_state_dir_are_refused(configured_server, tmp_path: Path, link: str) -> None:
+    server = configured_server(start=False)
+    elsewhere = tmp_path / "elsewhere"
+    if link == "the state dir":
+        server.state_dir.rename(elsewhere)
+        server.state_dir.symlink_to(elsewhere)
+        linked = server.state_dir
+    else:
+        elsewhere.write_text("a" * 64 + "\n")
+        elsewhere.chmod(0o600)
+        linked = server.state_dir / link
+        linked.symlink_to(elsewhere)
+    server.start(wait=False)
+    assert server.proc.wait(30) == 1
+    server.stop()
+    assert f"luigi-appliance: error: {linked} is a symbolic link" in server.log()
+    assert "Traceback" not in server.log()
+    assert elsewhere.is_dir() or elsewhere.read_text() == "a" * 64 + "\n"
+
+
+def test_temporary_files_left_by_a_crash_are_removed_at_start(configured_server) -> None:
+    server: Server = configured_server(start=False)
+    server.state_dir.mkdir(mode=0o750, exist_ok=True)
+    leftover = server.state_dir / ".state.pickle.tmp-0123456789abcdef"
+    leftover.write_bytes(b"half a snapshot")
+    unrelated = server.state_dir / ".state.pickle.tmp-notours"
+    unrelated.write_bytes(b"")
+    server.start()
+    assert not leftover.exists() and unrelated.exists()
+    assert "a temporary file left by a crash" in server.log()

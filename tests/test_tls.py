@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import signal
 import socket
 import ssl
@@ -50,7 +51,18 @@ def test_min_version_13_refuses_tls12(configured_server) -> None:
         handshake(server, ssl.TLSVersion.TLSv1_2)
 
 
-def test_configured_certificate_is_used_and_reloaded_on_sighup(configured_server, tmp_path: Path) -> None:
+def served_fingerprint(server: Server) -> str:
+    """SHA-256 of the certificate a new handshake gets (not verified: only compared)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw, \
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        der = tls.getpeercert(binary_form=True)
+    return hashlib.sha256(der).digest().hex(":").upper()
+
+
+def server_with_configured_pair(configured_server, tmp_path: Path) -> tuple[Server, Path, Path]:
     (tmp_path / "c1").mkdir()
     first = ensure_self_signed(tmp_path / "c1", ["127.0.0.1"])
     live_cert = tmp_path / "server.crt"
@@ -62,18 +74,54 @@ def test_configured_certificate_is_used_and_reloaded_on_sighup(configured_server
     server.state_dir.mkdir(exist_ok=True)
     (server.state_dir / "tls-selfsigned.crt").write_bytes(live_cert.read_bytes())  # what clients trust
     server.start()
+    return server, live_cert, live_key
+
+
+def sighup_outcome(server: Server) -> str:
+    """The TLS line the next SIGHUP logs: "Reloaded ..." or "Keeping the previous ..."."""
+    before = server.log().count("TLS certificate")
+    server.send(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while server.log().count("TLS certificate") == before:
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.1)
+    return [line for line in server.log().splitlines() if "TLS certificate" in line][-1]
+
+
+def test_configured_certificate_is_used_and_reloaded_on_sighup(configured_server, tmp_path: Path) -> None:
+    server, live_cert, live_key = server_with_configured_pair(configured_server, tmp_path)
     assert f"SHA-256 fingerprint {fingerprint(live_cert)}" in server.log()
 
     (tmp_path / "c2").mkdir()
     second = ensure_self_signed(tmp_path / "c2", ["127.0.0.1"])
     live_cert.write_bytes(second.cert_file.read_bytes())
     live_key.write_bytes(second.key_file.read_bytes())
-    server.send(signal.SIGHUP)
-    deadline = time.monotonic() + 10
-    while f"Reloaded TLS certificate {live_cert} (SHA-256 {fingerprint(live_cert)})" not in server.log():
-        assert time.monotonic() < deadline, server.log()
-        time.sleep(0.1)
+    assert f"Reloaded TLS certificate {live_cert} (SHA-256 {fingerprint(live_cert)})" in sighup_outcome(server)
     ctx = ssl.create_default_context(cafile=str(second.cert_file))
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw, \
             ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
         assert tls.version()
+
+
+@pytest.mark.parametrize("change", ["key readable by others", "key of another certificate", "not PEM"])
+def test_sighup_keeps_the_served_pair_when_the_new_files_would_be_refused(
+        configured_server, tmp_path: Path, change: str) -> None:
+    server, live_cert, live_key = server_with_configured_pair(configured_server, tmp_path)
+    served = served_fingerprint(server)
+    assert served == fingerprint(live_cert)
+    (tmp_path / "c2").mkdir()
+    second = ensure_self_signed(tmp_path / "c2", ["127.0.0.1"])
+    if change == "key readable by others":  # what config check refuses: secret-file rules
+        live_cert.write_bytes(second.cert_file.read_bytes())
+        live_key.write_bytes(second.key_file.read_bytes())
+        live_key.chmod(0o644)
+        reason = f"secret file {live_key} has mode 0644"
+    elif change == "key of another certificate":  # a renewal caught half-way: new certificate, old key
+        live_cert.write_bytes(second.cert_file.read_bytes())
+        reason = "KEY_VALUES_MISMATCH"
+    else:
+        live_cert.write_bytes(b"not a certificate\n")
+        reason = f"cannot load {live_cert}"
+    line = sighup_outcome(server)
+    assert "ERROR" in line and "Keeping the previous TLS certificate" in line and reason in line, line
+    assert served_fingerprint(server) == served  # new handshakes still get the old, working pair
