@@ -9,17 +9,21 @@ from __future__ import annotations
 import base64
 import json
 import signal
+import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import ldap3
 import pytest
 import requests
-from cryptography.fernet import Fernet
-from ldap_server import AD_USER, BIND_PW, PEOPLE, SUFFIX, Directory
-from test_http_guard import concrete_paths
+from cryptography.fernet import Fernet, MultiFernet
+from ldap_server import AD_USER, BIND_PW, PEOPLE, SUFFIX, Directory, group_dn, person_dn
+from test_http_guard import concrete_routes
 
-from conftest import PIPELINES, Server, cli, client_conf, write_config
+from conftest import PIPELINES, Server, cli, client_conf, free_port, write_config
 from luigi_appliance import policy
 from luigi_appliance.audit import FLUSH_INTERVAL
 from luigi_appliance.auth import Role
@@ -227,12 +231,12 @@ def test_every_route_and_method_for_every_kind_of_caller(ldap_scheduler, tmp_pat
     for role, user in ROLE_USERS.items():
         callers[str(role)] = (session(server, user), role)
         callers[f"{role} token"] = (bearer(server, get_token(server, user)), role)
-    pages = [p for p in concrete_paths() if not p.startswith(("/api/", "/healthz", "/login", "/logout", "/auth/"))]
+    pages = [r for r in concrete_routes() if not r[0].startswith(("/api/", "/healthz", "/login", "/logout", "/auth/"))]
     checked = 0
     for label, (client, role) in callers.items():
-        for path in pages:
-            resp = client.get(server.url + path, allow_redirects=False, timeout=10)
-            expect_ok = role is not None  # every page needs viewer
+        for path, http_method, route in pages:
+            resp = client.request(http_method, server.url + path, allow_redirects=False, timeout=10)
+            expect_ok = role is not None and route.role is not None and role >= route.role
             assert (resp.status_code not in (401, 403)) == expect_ok, (label, path, resp.status_code)
             if role is None:
                 assert resp.status_code == 401, (label, path, resp.status_code)
@@ -400,3 +404,125 @@ def test_pipeline_runs_as_ldap_service_account_through_tokens(ldap_scheduler, tm
     logs = server.log() + (tmp_path / "audit.log").read_text() + result.stderr + result.stdout
     for secret in [BIND_PW, issued, *(pw for pw, _ in PEOPLE.values())]:
         assert secret not in logs
+
+
+# ---- tokens after a reload, a hanging directory, outages, names ----------------------------------
+
+def on_every_replica(directory: Directory, change: Callable[[ldap3.Connection], None]) -> None:
+    for replica in directory.servers:
+        conn = replica.admin()
+        try:
+            change(conn)
+        finally:
+            conn.unbind()
+
+
+def reads(server: Server, client: requests.Session) -> int:
+    return server.rpc("task_list", session=client, status="", upstream_status="").status_code
+
+
+@pytest.mark.doc_rule("token-follows-account")
+def test_reload_revokes_and_demotes_directory_tokens(ldap_scheduler, directory_up: Directory) -> None:
+    temporary = {"dora": "dora-Pw-10", "eli": "eli-Pw-11"}  # operators, for this test only
+
+    def add(conn: ldap3.Connection) -> None:
+        for name, password in temporary.items():
+            conn.add(person_dn(name), ["inetOrgPerson"], {"uid": name, "cn": name, "sn": name,
+                                                           "userPassword": password})
+            conn.modify(group_dn("luigi-operators"), {"member": [(ldap3.MODIFY_ADD, [person_dn(name)])]})
+
+    def change(conn: ldap3.Connection) -> None:
+        conn.delete(person_dn("dora"))
+        conn.modify(group_dn("luigi-operators"), {"member": [(ldap3.MODIFY_DELETE, [person_dn("eli")])]})
+        conn.modify(group_dn("luigi-viewers"), {"member": [(ldap3.MODIFY_ADD, [person_dn("eli")])]})
+
+    def remove(conn: ldap3.Connection) -> None:
+        for name in temporary:  # memberof-refint drops their group memberships with them
+            conn.raise_exceptions = False
+            conn.delete(person_dn(name))
+
+    server = ldap_scheduler()
+    on_every_replica(directory_up, add)
+    try:
+        dora, eli = (bearer(server, get_token(server, name, password)) for name, password in temporary.items())
+        assert [server.rpc("pause", session=t).status_code for t in (dora, eli)] == [200, 200]
+        on_every_replica(directory_up, change)
+        # Until the reload, the scheduler goes by what it read (tokens, like cached logins).
+        assert server.rpc("unpause", session=dora).status_code == 200
+        server.send(signal.SIGHUP)
+        assert wait_for(lambda: "Reloaded token keys" in server.log())
+        # dora's entry is gone: her token is refused right after the reload.
+        assert reads(server, dora) == 401
+        # eli is only a viewer now: his token reads, and may no longer pause.
+        assert reads(server, eli) == 200
+        assert server.rpc("pause", session=eli).status_code == 403
+    finally:
+        on_every_replica(directory_up, remove)
+
+
+@pytest.fixture
+def hanging_directory() -> Iterator[tuple[str, list[socket.socket]]]:
+    """An LDAP URI whose server accepts connections and never answers (a wedged slapd)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"ldap://127.0.0.1:{listener.getsockname()[1]}", accepted
+    listener.close()
+    for conn in accepted:
+        conn.close()
+
+
+@pytest.mark.doc_rule("login-local-first")
+def test_a_hanging_directory_does_not_hold_up_the_local_admin(ldap_scheduler, hanging_directory) -> None:
+    uri, accepted = hanging_directory
+    server = ldap_scheduler(servers=uri)  # receive_timeout = 5: each directory login hangs 5 s
+    with ThreadPoolExecutor(2) as pool:
+        directory_logins = [pool.submit(reads, server, session(server, user)) for user in ("victor", "olga")]
+        assert wait_for(lambda: len(accepted) >= 2), "both directory logins are waiting on the directory"
+        # The break-glass account is local: asked first, in threads of its own. (A client
+        # timeout, far above the ~0.1 s it takes, so that waiting for the directory fails here.)
+        admin = server.session("admin", "admin-password-123").post(
+            f"{server.url}/api/task_list", data={"data": "{}"}, timeout=4)
+        assert admin.status_code == 200
+        assert not any(login.done() for login in directory_logins), "answered while the directory hangs"
+        assert [login.result() for login in directory_logins] == [503, 503]
+
+
+@pytest.mark.doc_rule("login-outage-throttled")
+def test_directory_outages_count_against_the_name(ldap_scheduler, tmp_path: Path) -> None:
+    server = ldap_scheduler(servers=f"ldap://127.0.0.1:{free_port()}",  # nothing listens there
+                            extra="[auth]\nfailure_limit = 3\nlockout = 1h\n")
+    statuses = [reads(server, session(server, "victor", f"guess-{i}")) for i in range(4)]
+    # Each login that found the directory down counts: a client cannot keep it busy forever.
+    assert statuses == [503, 503, 503, 429]
+    # The name, not the address: the local admin at the same address still logs in.
+    assert reads(server, server.session("admin", "admin-password-123")) == 200
+    outcomes = [(x["principal"], x["outcome"]) for x in audit_lines(tmp_path) if x["event"] == "login"]
+    assert outcomes.count(("victor", "unavailable")) == 3 and ("victor", "locked_out") in outcomes
+
+
+@pytest.mark.doc_rule("login-name-spellings")
+def test_directory_names_are_one_principal_whatever_the_case(ldap_scheduler, tmp_path: Path) -> None:
+    server = ldap_scheduler()
+    token = get_token(server, "ALICE", PEOPLE["alice"][0])
+    keys = (server.state_dir / "token.keys").read_text().split()
+    claims = json.loads(MultiFernet([Fernet(k) for k in keys]).decrypt(token.encode()))
+    assert claims["sub"] == "alice"  # the directory found alice's entry: she is alice
+    assert reads(server, bearer(server, token)) == 200
+    # A trailing newline is refused before the directory, which would find alice for it too.
+    header = "Basic " + base64.b64encode(f"alice\n:{PEOPLE['alice'][0]}".encode()).decode()
+    resp = _anonymous(server).post(f"{server.url}/api/task_list", headers={"Authorization": header},
+                                   data={"data": "{}"}, timeout=10)
+    assert resp.status_code == 401
+    logins = [(x["principal"], x["outcome"]) for x in audit_lines(tmp_path) if x["event"] == "login"]
+    assert ("alice", "success") in logins and not any(p.startswith("ALICE") for p, _ in logins)

@@ -6,6 +6,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import Server, cli, write_config
 
 
@@ -13,6 +15,7 @@ def users_cmd(users: Path, *args: str, password: str | None = None):
     return cli("user", "--users-file", str(users), *args, input=None if password is None else password + "\n")
 
 
+@pytest.mark.doc_rule("user-add-viewer")
 def test_add_passwd_del_list(tmp_path: Path) -> None:
     users = tmp_path / "users"
     assert users_cmd(users, "add", "alice", "--role", "operator", password="alice-password-1").returncode == 0
@@ -75,6 +78,7 @@ def test_a_broken_users_file_on_reload_keeps_the_accounts(dev_server: Server) ->
     assert dev_server.rpc("ping", worker="w").status_code == 200  # admin still works
 
 
+@pytest.mark.doc_rule("reload-empties-cache")
 def test_deleted_user_is_locked_out_after_reload_despite_the_cache(dev_server: Server) -> None:
     users = dev_server.state_dir / "users"
     assert users_cmd(users, "add", "temp", "--role", "worker", password="temp-long-password").returncode == 0
@@ -100,3 +104,29 @@ def test_config_from_environment_variable(tmp_path: Path) -> None:
     shown = cli("config", "show", env={"LUIGI_APPLIANCE_CONFIG": str(conf)})
     assert shown.returncode == 0, shown.stderr
     assert f"listen = 127.0.0.1:9999    # {conf}:4" in shown.stdout
+
+
+def test_user_commands_never_write_through_a_planted_symlink(tmp_path: Path) -> None:
+    users = tmp_path / "users"
+    assert users_cmd(users, "add", "alice", password="alice-password-1").returncode == 0
+    victim = tmp_path / "victim"
+    victim.write_text("root's file\n")
+    # Root runs `user ...` in a directory another account might write: the old code opened
+    # `.users.tmp` with O_TRUNC (following a link) and chowned/chmodded it by path.
+    (tmp_path / ".users.tmp").symlink_to(victim)
+    (tmp_path / ".users.lock").unlink()
+    (tmp_path / ".users.lock").symlink_to(victim)
+    result = users_cmd(users, "add", "bob", password="bob-password-123")
+    assert victim.read_text() == "root's file\n"
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (tmp_path / ".users.lock").unlink()
+    assert users_cmd(users, "add", "bob", password="bob-password-123").returncode == 0
+    assert victim.read_text() == "root's file\n" and (tmp_path / ".users.tmp").is_symlink()
+    assert users_cmd(users, "list").stdout.splitlines() == ["alice\tviewer", "bob\tviewer"]
+
+
+def test_names_that_differ_only_in_case_are_refused(tmp_path: Path) -> None:
+    users = tmp_path / "users"
+    assert users_cmd(users, "add", "bob", password="bob-password-123").returncode == 0
+    result = users_cmd(users, "add", "Bob", password="bob-password-456")
+    assert result.returncode == 1 and "differ only in case" in result.stderr

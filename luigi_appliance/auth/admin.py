@@ -8,7 +8,7 @@ from typing import TextIO
 
 from luigi_appliance.auth import Principal
 from luigi_appliance.auth.ldap import LdapVerifier
-from luigi_appliance.auth.local import UsersFile
+from luigi_appliance.auth.local import UsersFile, local_principal
 from luigi_appliance.auth.tokens import TokenService, default_keys_file, rotate_keys
 from luigi_appliance.config import Settings
 from luigi_appliance.errors import ApplianceError
@@ -58,7 +58,7 @@ def lookup_principal(settings: Settings, name: str) -> Principal:
         if backend == "local":
             record = UsersFile(settings.auth.users_file).read().get(name)
             if record is not None:
-                return Principal(name, record.role, "local")
+                return local_principal(record, settings.auth)
         else:
             verifier = LdapVerifier(settings.ldap, settings.auth)
             found = verifier.lookup(name)

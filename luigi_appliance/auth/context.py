@@ -17,6 +17,8 @@ from luigi_appliance.auth import Principal
 @dataclass(frozen=True)
 class Caller:
     principal: Principal
+    # The client's address as the guard resolved it behind [server] trusted_proxies
+    # (server/client_address.py): an IP address, or a label such as ``unix`` when unknown.
     remote_ip: str
 
 

@@ -7,6 +7,11 @@ with the given password, then collect group names from ``memberOf`` or a group s
 nested groups up to a depth limit with cycle protection. Roles and task-family allowlists come
 from the group names through the [roles] and [families] tables.
 
+Directories compare user names case-insensitively (``uid`` and ``sAMAccountName`` use
+caseIgnoreMatch), so ``ALICE`` finds alice's entry: the principal is named in lower case
+(``str.casefold``), whatever the case typed, so it is one principal for worker bindings, the
+history and the audit.
+
 Failover is done here rather than with ldap3's ServerPool: when every server of a pool is down,
 ServerPool sleeps POOLING_LOOP_TIMEOUT (10 s) per cycle on the calling thread, and its "exhaust"
 marks are pool state we would have to share between threads. A server that failed is tried
@@ -91,7 +96,11 @@ class LdapVerifier:
     # -- public -------------------------------------------------------------------------------
 
     def check_username(self, name: str) -> bool:
-        return bool(self.settings.username_pattern.match(name))
+        # fullmatch: with match, a pattern ending in $ would accept a trailing newline.
+        return bool(self.settings.username_pattern.fullmatch(name))
+
+    def knows(self, name: str) -> bool:
+        return False  # only a directory round trip can tell
 
     def verify(self, name: str, password: str) -> Principal | None:
         """The principal for name and password; None if wrong or unknown. AuthUnavailable if down."""
@@ -116,12 +125,18 @@ class LdapVerifier:
                 self._mark_down(uri, exc)
         raise DirectoryUnavailable(f"no LDAP server reachable ({', '.join(self.settings.servers)})")
 
+    def principal(self, name: str) -> Principal | None:
+        """The principal the directory gives the user now, without a password (re-checking a
+        token); None when the entry is gone or no group maps to a role. AuthUnavailable if down."""
+        user = self.lookup(name)
+        return None if user is None else self.principal_for(name, user)
+
     def principal_for(self, name: str, user: DirectoryUser) -> Principal | None:
         role, families = roles_and_families(user.groups, self.auth)
         if role is None:
-            log.warning("LDAP user %r authenticated but none of its groups maps to a role in [roles]", name)
+            log.warning("LDAP user %r found but none of its groups maps to a role in [roles]", name)
             return None
-        return Principal(name, role, self.backend, user.groups, families)
+        return Principal(name.casefold(), role, self.backend, user.groups, families)
 
     def reload(self) -> None:
         self._bind_password = self.settings.read_bind_password()

@@ -16,13 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from luigi_appliance.auth import Principal, Role
+from luigi_appliance.auth.groups import families_for
 from luigi_appliance.auth.passwords import dummy_hash, hash_password, is_valid_hash, verify_password
+from luigi_appliance.config import AuthSettings
 from luigi_appliance.errors import UsersFileError
-from luigi_appliance.secret_values import secret_file_problem
+from luigi_appliance.secret_values import secret_file_problem, write_private_file
 
 log = logging.getLogger(__name__)
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+BACKEND = "local"
 _HEADER = "# luigi-appliance users: name:role:scrypt-hash. Edit with 'luigi-appliance user'.\n"
 
 
@@ -73,6 +76,13 @@ def parse_users(text: str, origin: str) -> dict[str, UserRecord]:
     return users
 
 
+def local_principal(record: UserRecord, auth: AuthSettings) -> Principal:
+    """The principal of a local account: the role from the users file, and the task families of
+    an account in no group under the [families] rule every backend shares."""
+    return Principal(record.name, record.role, BACKEND,
+                     families=families_for(record.role, frozenset(), auth))
+
+
 def render_users(users: dict[str, UserRecord]) -> str:
     return _HEADER + "".join(f"{u.name}:{u.role}:{u.password_hash}\n" for u in users.values())
 
@@ -91,35 +101,42 @@ class UsersFile:
 
     @contextmanager
     def _locked(self) -> Iterator[dict[str, UserRecord]]:
+        # Root runs this (user add|passwd|del): nothing here may follow a planted symlink.
         lock_path = self.path.with_name(f".{self.path.name}.lock")
-        with os.fdopen(os.open(lock_path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as lock:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(lock_path, flags, 0o600)
+        except OSError as exc:
+            raise UsersFileError(f"cannot open the lock file {lock_path}: {exc.strerror} "
+                                 "(it must be a regular file, not a symbolic link)") from None
+        with os.fdopen(fd, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             users = self.read() if self.path.exists() else {}
             yield users
             self._write(users)
 
     def _write(self, users: dict[str, UserRecord]) -> None:
+        """Replace the file atomically, keeping its mode and owner (set on the new descriptor)."""
         try:
-            st = self.path.stat()
-            mode, uid, gid = st.st_mode & 0o777, st.st_uid, st.st_gid
+            st = self.path.lstat()
+            mode, owner = st.st_mode & 0o777, (st.st_uid, st.st_gid)
         except FileNotFoundError:
-            mode, uid, gid = 0o600, -1, -1
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(render_users(users))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        if uid != -1:
-            os.chown(tmp, uid, gid)
-        os.replace(tmp, self.path)
+            mode, owner = 0o600, None
+        try:
+            write_private_file(self.path, render_users(users).encode("utf-8"), mode=mode, owner=owner)
+        except OSError as exc:
+            raise UsersFileError(f"cannot write {self.path}: {exc.strerror}") from None
 
     def add(self, name: str, role: Role, password: str) -> None:
         check_username(name)
         with self._locked() as users:
             if name in users:
                 raise UsersFileError(f"user {name} already exists in {self.path}; use 'user passwd'")
+            # Logins are throttled per case-folded name (auth/names.py): two accounts differing
+            # only in case would share one lockout counter.
+            same = [other for other in users if other.casefold() == name.casefold()]
+            if same:
+                raise UsersFileError(f"user {same[0]} already exists in {self.path} (names differ only in case)")
             users[name] = UserRecord(name, role, hash_password(password))
 
     def set_password(self, name: str, password: str, role: Role | None = None) -> None:
@@ -138,10 +155,11 @@ class UsersFile:
 class LocalVerifier:
     """Checks name/password pairs against the users file held in memory."""
 
-    backend = "local"
+    backend = BACKEND
 
-    def __init__(self, users_file: UsersFile):
+    def __init__(self, users_file: UsersFile, auth: AuthSettings):
         self._file = users_file
+        self._auth = auth
         self._users = users_file.read()
         log.info("Loaded %d local accounts from %s", len(self._users), users_file.path)
 
@@ -161,4 +179,17 @@ class LocalVerifier:
         ok = verify_password(password, record.password_hash if record else dummy_hash())
         if record is None or not ok:
             return None
-        return Principal(record.name, record.role, self.backend)
+        return local_principal(record, self._auth)
+
+    def principal(self, name: str) -> Principal | None:
+        """The account's principal as the users file read at the last (re)load says, without a
+        password (re-checking a token after a reload); None if there is no such account."""
+        record = self._users.get(name)
+        return None if record is None else local_principal(record, self._auth)
+
+    def knows(self, name: str) -> bool:
+        """The name is a local account (in memory: asked before any directory)."""
+        return name in self._users
+
+    def check_username(self, name: str) -> bool:
+        return bool(USERNAME.fullmatch(name))

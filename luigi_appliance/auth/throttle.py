@@ -1,10 +1,15 @@
-"""Failed-login throttling and lockout, per user name and per source address.
+"""Failed-login throttling and lockout, per user name and per client address.
 
 After ``limit`` failures within ``window`` a name (or an address) is locked out for ``lockout``:
 its logins are refused without asking any backend, so a password-guessing client neither reaches
 the directory nor learns anything. Counters live in memory only; a restart forgets them.
 A locked-out service account that is already working keeps working: the guard's cache of
 verified credentials is consulted before the throttle, so only unknown passwords are refused.
+
+Names are counted under ``names.throttle_key`` (every spelling of a name shares one counter).
+The address is None when the client's address is not known (a unix socket without a trusted
+proxy, see server/client_address.py): then only the name is counted, since one address for
+everybody would let one client's bad guesses lock out all the others.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
+
+from luigi_appliance.auth.names import throttle_key
 
 MAX_TRACKED = 50_000
 
@@ -30,17 +37,20 @@ class LoginThrottle:
         self._records: dict[str, _Record] = {}
 
     @staticmethod
-    def keys(name: str, remote_ip: str) -> tuple[str, str]:
-        return f"user:{name.lower()}", f"addr:{remote_ip}"
+    def keys(name: str, address: str | None) -> list[str]:
+        keys = [f"user:{throttle_key(name)}"]
+        if address is not None:
+            keys.append(f"addr:{address}")
+        return keys
 
-    def locked(self, name: str, remote_ip: str, now: float | None = None) -> float:
+    def locked(self, name: str, address: str | None, now: float | None = None) -> float:
         """Seconds until the name or address may try again; 0 when it may try now."""
         now = time.monotonic() if now is None else now
-        waits = [rec.locked_until - now for key in self.keys(name, remote_ip)
+        waits = [rec.locked_until - now for key in self.keys(name, address)
                  if (rec := self._records.get(key)) is not None and rec.locked_until > now]
         return max(waits, default=0.0)
 
-    def failed(self, name: str, remote_ip: str, now: float | None = None) -> int:
+    def failed(self, name: str, address: str | None, now: float | None = None) -> int:
         """Count a failure; return the most recent failures counted for the name or the
         address, or 0 when this failure locks one of them out."""
         now = time.monotonic() if now is None else now
@@ -48,7 +58,7 @@ class LoginThrottle:
             self._forget_idle(now)
         locked = False
         recent = 0
-        for key in self.keys(name, remote_ip):
+        for key in self.keys(name, address):
             rec = self._records.setdefault(key, _Record())
             while rec.failures and rec.failures[0] <= now - self.window:
                 rec.failures.popleft()
@@ -60,10 +70,10 @@ class LoginThrottle:
             recent = max(recent, len(rec.failures))
         return 0 if locked else recent
 
-    def succeeded(self, name: str, remote_ip: str) -> None:
+    def succeeded(self, name: str) -> None:
         """A success clears the name's failures (not the address's: one good account on a
         shared address must not reset a guessing attacker's count there)."""
-        self._records.pop(self.keys(name, remote_ip)[0], None)
+        self._records.pop(self.keys(name, None)[0], None)
 
     def _forget_idle(self, now: float) -> None:
         for key in [k for k, r in self._records.items()
