@@ -220,6 +220,42 @@ def parse_listen(value: str) -> ListenAddress:
     return ListenAddress(host=m.group(1) or m.group(2), port=port)
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class TrustedProxies:
+    """Reverse proxies whose forwarded client address is believed (server/client_address.py):
+    address ranges, and ``unix`` for whatever connects to the unix-socket listener."""
+
+    networks: tuple[IPNetwork, ...] = ()
+    unix: bool = False
+
+    def trusts(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return any(address in network for network in self.networks)
+
+    def __str__(self) -> str:
+        return ", ".join([*(["unix"] if self.unix else []), *(str(n) for n in self.networks)])
+
+
+def parse_trusted_proxies(value: str) -> TrustedProxies:
+    """``unix`` and/or IP addresses and CIDR ranges, separated by commas or blanks."""
+    networks: list[IPNetwork] = []
+    unix = False
+    for item in re.split(r"[,\s]+", value.strip()):
+        if not item:
+            continue
+        if item == "unix":
+            unix = True
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item))
+        except ValueError as exc:
+            raise ValueError(f"expected unix, an IP address or an address range such as 10.0.0.0/8, "
+                             f"got {item!r} ({exc})") from None
+    return TrustedProxies(tuple(networks), unix)
+
+
 # ---------------------------------------------------------------------------------------------
 # The schema: every key a sysadmin may write, with its parser and default.
 
@@ -244,6 +280,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "insecure_http": Key(parse_bool, False),
         "max_body_bytes": Key(int_range(1024, 256 * 1024 * 1024), 2 * 1024 * 1024),
         "hsts_max_age": Key(int_range(0, 2 * 365 * 86400), 365 * 86400),
+        "trusted_proxies": Key(parse_trusted_proxies, TrustedProxies()),
     },
     "tls": {
         "cert_file": Key(parse_path, None, must_exist=True),
@@ -255,6 +292,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "dir": Key(parse_path, Path("/var/lib/luigi-appliance")),
         "snapshot_interval": Key(duration_range(1, 3600), 30.0),
         "hmac_key": Key(str, None, secret=True),
+        "refuse_stale_snapshot": Key(parse_bool, False),
     },
     "auth": {
         "backend": Key(parse_backends, ("local",)),
@@ -343,6 +381,7 @@ class ServerSettings:
     insecure_http: bool
     max_body_bytes: int
     hsts_max_age: int
+    trusted_proxies: TrustedProxies = field(default_factory=TrustedProxies)
 
 
 @dataclass(frozen=True)
@@ -359,10 +398,15 @@ class StateSettings:
     snapshot_interval: float
     hmac_key_file: Path | None
     hmac_key: bytes | None = field(default=None, repr=False)
+    refuse_stale_snapshot: bool = False
 
     @property
     def snapshot_path(self) -> Path:
         return self.dir / "state.pickle"
+
+    @property
+    def generation_path(self) -> Path:
+        return self.dir / "state.generation"
 
     @property
     def default_key_path(self) -> Path:
@@ -714,11 +758,13 @@ def load_settings(paths: list[Path], *, check_files: bool = True,
     v = loader.values
     return Settings(
         server=ServerSettings(v[("server", "listen")], v[("server", "insecure_http")],
-                              v[("server", "max_body_bytes")], v[("server", "hsts_max_age")]),
+                              v[("server", "max_body_bytes")], v[("server", "hsts_max_age")],
+                              v[("server", "trusted_proxies")]),
         tls=TLSSettings(v[("tls", "cert_file")], v[("tls", "key_file")], v[("tls", "ca_file")],
                         v[("tls", "min_version")]),
         state=StateSettings(v[("state", "dir")], v[("state", "snapshot_interval")],
-                            v[("state", "hmac_key_file")], v[("state", "hmac_key")]),
+                            v[("state", "hmac_key_file")], v[("state", "hmac_key")],
+                            refuse_stale_snapshot=v[("state", "refuse_stale_snapshot")]),
         auth=AuthSettings(v[("auth", "backend")], v[("auth", "users_file")], v[("auth", "cache_ttl")],
                           v[("auth", "failure_limit")], v[("auth", "failure_window")], v[("auth", "lockout")],
                           roles, families),

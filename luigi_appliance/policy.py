@@ -110,9 +110,14 @@ ROUTES: dict[str, RouteRule] = {
     # The appliance's own routes.
     "/static/visualiser/index\\.html$": RouteRule(Role.VIEWER, _READ_ONLY),
     "/appliance/visualiser-post\\.js$": RouteRule(Role.VIEWER, _READ_ONLY),
+    # Luigi's scripts with task fields rendered as text (server/visualiser.py SCRIPT_PATCHES).
+    "/static/visualiser/js/visualiserApp\\.js$": RouteRule(Role.VIEWER, _READ_ONLY),
+    "/static/visualiser/js/graph\\.js$": RouteRule(Role.VIEWER, _READ_ONLY),
     "/healthz$": RouteRule(None, _READ_ONLY),
     # Bearer tokens for workers, for a name and password (any role: a token carries the role).
     "/auth/token$": RouteRule(Role.VIEWER, frozenset({"POST"})),
+    # An operator frees a worker id bound to a principal (server/workers.py; audited).
+    "/appliance/workers/release$": RouteRule(Role.OPERATOR, frozenset({"POST"})),
     # Browser login: the form must be reachable without a session. The guard still applies its
     # method and cross-origin checks; the handlers check the form token and the CSRF token.
     "/login$": RouteRule(None, frozenset({"GET", "HEAD", "POST"})),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import grp
 import os
+import re
 import secrets
 import stat
 from pathlib import Path
@@ -88,6 +89,20 @@ def write_private_file(path: Path, data: bytes, mode: int = 0o600,
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+_TEMPORARY = re.compile(r"\..+\.tmp-[0-9a-f]{16}")
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Remove the temporary files ``write_private_file`` left in ``directory`` when the process
+    died between creating and renaming one (the random names never get reused); returns them."""
+    removed = []
+    for path in directory.iterdir():
+        if _TEMPORARY.fullmatch(path.name):
+            path.unlink(missing_ok=True)  # unlinks a link itself, never its target
+            removed.append(path)
+    return removed
 
 
 def load_or_create_key(path: Path) -> bytes:

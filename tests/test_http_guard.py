@@ -29,15 +29,21 @@ class _NoAuth:
         pass
 
 
-def concrete_paths() -> list[str]:
-    """One real URL path per route the application serves (groups filled in)."""
+def concrete_routes() -> list[tuple[str, str, policy.RouteRule]]:
+    """(path, HTTP method to probe it with, its rule) for every route the application serves:
+    one real URL path per route (groups filled in), probed with GET unless the route is POST only."""
     app = build_app(luigi.scheduler.Scheduler(), [_NoAuth()], tls=True, hsts_max_age=1)
-    paths = []
+    routes = []
     for pattern in route_patterns(app):
+        rule = policy.ROUTES[pattern if pattern.endswith("$") else pattern + "$"]
         path = pattern.rstrip("$").replace("\\.", ".")
         path = re.sub(r"\((?:\.\*\??|[^)]*)\)", "x", path)
-        paths.append(path)
-    return paths
+        routes.append((path, "GET" if "GET" in rule.methods else "POST", rule))
+    return routes
+
+
+def concrete_paths() -> list[str]:
+    return [path for path, _, _ in concrete_routes()]
 
 
 def test_route_enumeration_covers_luigi_app() -> None:
@@ -47,6 +53,7 @@ def test_route_enumeration_covers_luigi_app() -> None:
         assert expected in paths
 
 
+@pytest.mark.doc_rule("programs-challenge", "healthz-open", "open-routes")
 def test_every_route_answers_401_without_or_with_wrong_credentials(dev_server: Server) -> None:
     anonymous = requests.Session()
     anonymous.trust_env = False
@@ -54,11 +61,11 @@ def test_every_route_answers_401_without_or_with_wrong_credentials(dev_server: S
     wrong = dev_server.session(password="not-the-password-at-all")
     unknown = dev_server.session(user="nobody", password="whatever-password")
     checked = locked = 0
-    for path in [*concrete_paths(), "/no/such/page"]:
+    for path, method, _ in [*concrete_routes(), ("/no/such/page", "GET", policy.FALLBACK)]:
         if path in ("/healthz", "/login", "/logout"):  # unauthenticated by design (test_login.py)
             continue
         for session in (anonymous, wrong, unknown):
-            resp = session.get(dev_server.url + path, allow_redirects=False, timeout=10)
+            resp = session.request(method, dev_server.url + path, allow_redirects=False, timeout=10)
             if resp.status_code == 429 and session is not anonymous:
                 # Repeated wrong passwords from one address lock it out (tests/test_ldap.py
                 # covers the lockout itself); the answer still reveals nothing about the route.
@@ -74,6 +81,7 @@ def test_every_route_answers_401_without_or_with_wrong_credentials(dev_server: S
     assert resp.status_code == 200 and resp.text.strip() == "ok"
 
 
+@pytest.mark.doc_rule("api-post-only", "get-never-mutates")
 def test_get_on_every_state_changing_method_is_405(dev_server: Server) -> None:
     session = dev_server.session()
     mutating = [name for name, rule in policy.RPC_METHODS.items() if rule.mutates]
@@ -88,16 +96,19 @@ def test_get_on_every_state_changing_method_is_405(dev_server: Server) -> None:
     assert dev_server.rpc("is_paused").json()["response"] == {"paused": True}
 
 
+@pytest.mark.doc_rule("read-only-get")
 def test_read_only_methods_work_with_get(dev_server: Server) -> None:
     resp = dev_server.session().get(f"{dev_server.url}/api/task_list",
                                     params={"data": json.dumps({"status": "", "upstream_status": ""})}, timeout=10)
     assert resp.status_code == 200 and resp.json() == {"response": {}}
 
 
+@pytest.mark.doc_rule("api-unknown-404")
 def test_unknown_method_is_404(dev_server: Server) -> None:
     assert dev_server.rpc("no_such_method").status_code == 404
 
 
+@pytest.mark.doc_rule("body-limit")
 def test_oversized_body_is_413_and_chunked_is_411(dev_server: Server) -> None:
     session = dev_server.session()
     big = {"data": json.dumps({"worker": "w", "task_id": "x" * (3 * 1024 * 1024)})}
@@ -123,6 +134,7 @@ def test_body_far_over_the_drain_limit_is_answered_without_reading_it(dev_server
     assert answer.startswith(b"HTTP/1.1 413 ")
 
 
+@pytest.mark.doc_rule("security-headers")
 def test_security_headers_and_no_version(dev_server: Server) -> None:
     resp = dev_server.session().get(f"{dev_server.url}/static/visualiser/index.html", timeout=10)
     assert resp.status_code == 200
@@ -135,6 +147,7 @@ def test_security_headers_and_no_version(dev_server: Server) -> None:
     assert "'unsafe-inline'" not in h["Content-Security-Policy"].split("script-src")[1].split(";")[0]
 
 
+@pytest.mark.doc_rule("csp")
 def test_visualiser_page_works_under_its_csp(dev_server: Server) -> None:
     """Every inline script of the served page is allowed by hash; the POST shim is loaded."""
     session = dev_server.session()
@@ -155,6 +168,7 @@ def test_visualiser_page_works_under_its_csp(dev_server: Server) -> None:
     assert root.status_code == 302 and root.headers["Location"] == "static/visualiser/index.html"
 
 
+@pytest.mark.doc_rule("cross-site-403")
 def test_cross_site_browser_post_is_refused(dev_server: Server) -> None:
     session = dev_server.session()
     resp = session.post(f"{dev_server.url}/api/pause", data={"data": "{}"},
@@ -165,6 +179,7 @@ def test_cross_site_browser_post_is_refused(dev_server: Server) -> None:
     assert same.status_code == 200
 
 
+@pytest.mark.doc_rule("roles-ordered", "api-role-403")
 def test_roles_limit_methods_and_sighup_reloads_users(dev_server: Server) -> None:
     users = dev_server.state_dir / "users"
     for name, role in (("viewer1", Role.VIEWER), ("worker1", Role.WORKER)):
@@ -186,6 +201,7 @@ def test_roles_limit_methods_and_sighup_reloads_users(dev_server: Server) -> Non
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
+@pytest.mark.doc_rule("route-method-405")
 def test_other_http_methods_are_405(dev_server: Server, method: str) -> None:
     resp = dev_server.session().request(method, f"{dev_server.url}/api/ping", timeout=10)
     assert resp.status_code == 405

@@ -81,6 +81,7 @@ def server(configured_server: Callable[..., Server]) -> Server:
     return configured_server()
 
 
+@pytest.mark.doc_rule("session-cookie")
 def test_login_sets_a_hardened_session_cookie_and_redirects(server: Server) -> None:
     s = browser(server)
     resp = login(server, s, next_path="/history?sort=desc")
@@ -99,6 +100,7 @@ def test_login_sets_a_hardened_session_cookie_and_redirects(server: Server) -> N
     assert re.search(r"Browser login: user 'admin' \(role admin\) from 127\.0\.0\.1", server.log())
 
 
+@pytest.mark.doc_rule("login-same-answer")
 def test_wrong_password_and_unknown_user_get_the_same_answer(server: Server) -> None:
     answers = []
     for user, password in (("admin", "wrong-password-1"), ("nobody-here", "wrong-password-1")):
@@ -112,6 +114,7 @@ def test_wrong_password_and_unknown_user_get_the_same_answer(server: Server) -> 
     assert answers[0][0] == 401 and "Wrong user name or password." in answers[0][1]
 
 
+@pytest.mark.doc_rule("fresh-session-id")
 def test_login_issues_a_fresh_session_id_every_time(server: Server) -> None:
     s = browser(server)
     planted = "A" * 43  # session fixation: an id chosen before login must never become valid
@@ -129,6 +132,7 @@ def test_login_issues_a_fresh_session_id_every_time(server: Server) -> None:
         assert reads_tasks(server, replay) == 401, "the pre-login id must be dead"
 
 
+@pytest.mark.doc_rule("no-open-redirect")
 def test_next_cannot_leave_the_scheduler(server: Server) -> None:
     s = browser(server)
     for target in ("https://evil.example/", "//evil.example/x", "/\\evil.example", "\\\\evil.example",
@@ -139,6 +143,7 @@ def test_next_cannot_leave_the_scheduler(server: Server) -> None:
     assert login(server, s, next_path="/tasklist?x=1").headers["Location"] == "/tasklist?x=1"
 
 
+@pytest.mark.doc_rule("login-form-token")
 def test_login_form_needs_its_token_cookie_and_same_origin(server: Server) -> None:
     s = browser(server)
     form = s.get(f"{server.url}/login", timeout=10)
@@ -159,6 +164,7 @@ def test_login_form_needs_its_token_cookie_and_same_origin(server: Server) -> No
     assert login(server, s).status_code == 303 and s.cookies.get(COOKIE_TLS)
 
 
+@pytest.mark.doc_rule("csrf-token")
 def test_session_state_changes_need_the_csrf_token(server: Server) -> None:
     s = browser(server)
     assert login(server, s).status_code == 303
@@ -181,6 +187,7 @@ def test_session_state_changes_need_the_csrf_token(server: Server) -> None:
     assert not paused(server)
 
 
+@pytest.mark.doc_rule("browsers-no-challenge", "who-is-a-browser")
 def test_browsers_get_the_login_form_not_a_basic_challenge(server: Server) -> None:
     s = browser(server)
     page = s.get(f"{server.url}/static/visualiser/index.html?x=1", headers=NAVIGATE, allow_redirects=False,
@@ -205,6 +212,7 @@ def test_browsers_get_the_login_form_not_a_basic_challenge(server: Server) -> No
         assert plain.headers["WWW-Authenticate"].startswith("Basic ")
 
 
+@pytest.mark.doc_rule("logout")
 def test_logout_ends_the_session(server: Server) -> None:
     s = browser(server)
     assert login(server, s).status_code == 303
@@ -226,6 +234,7 @@ def test_logout_ends_the_session(server: Server) -> None:
     assert "Browser logout: user 'admin'" in server.log()
 
 
+@pytest.mark.doc_rule("session-timeouts")
 def test_idle_timeout_ends_an_unused_session(configured_server: Callable[..., Server]) -> None:
     server = configured_server("[session]\nidle_timeout = 2s\nabsolute_timeout = 1h\n")
     s = browser(server)
@@ -235,6 +244,7 @@ def test_idle_timeout_ends_an_unused_session(configured_server: Callable[..., Se
     assert reads_tasks(server, s) == 401
 
 
+@pytest.mark.doc_rule("session-timeouts")
 def test_activity_keeps_a_session_until_the_absolute_timeout(configured_server: Callable[..., Server]) -> None:
     server = configured_server("[session]\nidle_timeout = 4s\nabsolute_timeout = 7s\n")
     s = browser(server)
@@ -252,6 +262,7 @@ def test_activity_keeps_a_session_until_the_absolute_timeout(configured_server: 
     assert reads_tasks(server, s) == 401
 
 
+@pytest.mark.doc_rule("login-logs-no-secrets")
 def test_no_password_or_cookie_in_the_log(server: Server) -> None:
     wrong = "Wrong-Passw0rd-Never-Logged"
     login(server, browser(server), password=wrong)

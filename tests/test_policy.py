@@ -21,6 +21,7 @@ def test_every_luigi_route_is_classified() -> None:
     assert patterns <= set(policy.ROUTES)
 
 
+@pytest.mark.doc_rule("unclassified-route")
 def test_an_unclassified_luigi_route_stops_the_server_from_starting(monkeypatch) -> None:
     # A luigi upgrade that adds a route is simulated by adding one to luigi's own app();
     # nothing else here is faked: the real build_app() must refuse it.
@@ -41,6 +42,7 @@ def test_only_reads_are_open_to_viewers() -> None:
         assert rule.mutates == (rule.role > policy.Role.VIEWER), name
 
 
+@pytest.mark.doc_rule("api-unclassified-403", "unclassified-method")
 def test_a_luigi_method_missing_from_the_table_is_refused(monkeypatch) -> None:
     """A luigi upgrade that adds an RPC method is simulated by removing one from our table;
     the real guard, app and HTTP server (in-process, on a loopback socket) must refuse it."""

@@ -15,6 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import tornado.websocket
 
 from conftest import Server
@@ -170,6 +171,7 @@ class DevTools:
             self.proc.wait()
 
 
+@pytest.mark.doc_rule("visualiser-post-shim")
 def test_visualiser_pause_button_goes_through_as_post(dev_server: Server, tmp_path: Path) -> None:
     """A page authenticated with Basic (not a session) has no CSRF token and needs none."""
     assert dev_server.rpc("is_paused").json()["response"] == {"paused": False}

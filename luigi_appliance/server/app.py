@@ -14,7 +14,8 @@ from luigi_appliance import policy
 from luigi_appliance.auth.basic import BasicAuthenticator
 from luigi_appliance.auth.tokens import TokenService
 from luigi_appliance.errors import ApplianceError
-from luigi_appliance.server import login, visualiser
+from luigi_appliance.server import login, visualiser, workers
+from luigi_appliance.server.client_address import ClientAddresses
 from luigi_appliance.server.guard import GuardContext, HealthHandler, NotFoundHandler, guarded
 from luigi_appliance.server.rpc_access import RpcAccess
 from luigi_appliance.server.session import SessionAuthenticator
@@ -58,14 +59,15 @@ def build_app(scheduler: Any, authenticators: list[Any], *, tls: bool, hsts_max_
               health_checks: list[Callable[[], bool]] | None = None,
               tokens: TokenService | None = None, passwords: BasicAuthenticator | None = None,
               rpc_access: RpcAccess | None = None,
-              history_routes: list[tuple[str, type, dict]] | None = None) -> tornado.web.Application:
+              history_routes: list[tuple[str, type, dict]] | None = None,
+              client_addresses: ClientAddresses | None = None) -> tornado.web.Application:
     """Luigi's Tornado app with every route guarded. Fails if luigi has a route we do not classify."""
     stock = luigi.server.app(scheduler)
     # Browser login is on when a session authenticator is among the authenticators (serve.py);
     # without one, /login and /logout still exist (every route is classified) but answer 404.
     sessions = next((a for a in authenticators if isinstance(a, SessionAuthenticator)), None)
     csp, own_routes = visualiser.routes(sessions)
-    own_routes = [*own_routes, *login.routes(sessions)]
+    own_routes = [*own_routes, *login.routes(sessions), *workers.routes()]
     front = [(pattern, guarded(handler, rule_for(pattern + "$")), kwargs) for pattern, handler, kwargs in own_routes]
     front.append((r"/healthz", guarded(HealthHandler, rule_for("/healthz$")), {"checks": list(health_checks or [])}))
     # The appliance's history pages take over luigi's URLs (front rules are matched first).
@@ -88,7 +90,9 @@ def build_app(scheduler: Any, authenticators: list[Any], *, tls: bool, hsts_max_
     settings.update(
         static_handler_class=guarded(tornado.web.StaticFileHandler, rule_for("/static/(.*)$")),
         default_handler_class=guarded(NotFoundHandler, policy.FALLBACK),
-        appliance_guard=GuardContext(list(authenticators), hsts_max_age, csp, tls, rpc_access or RpcAccess()),
+        appliance_guard=GuardContext(list(authenticators), hsts_max_age, csp, tls,
+                                     (rpc_access or RpcAccess()).attach(scheduler),
+                                     client_addresses or ClientAddresses()),
         serve_traceback=False,
         debug=False,
     )

@@ -22,6 +22,7 @@ from luigi_appliance.audit import AuditLog
 from luigi_appliance.auth import Authenticator, AuthUnavailable, LockedOut, Principal
 from luigi_appliance.auth.context import Caller, current_caller
 from luigi_appliance.policy import MethodRule, RouteRule
+from luigi_appliance.server.client_address import ClientAddresses
 from luigi_appliance.server.rpc_access import BadArguments, RpcAccess, parse_arguments
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ class GuardContext:
     tls: bool
     # Task-family allowlists, worker binding and the audit of state-changing calls.
     rpc_access: RpcAccess = field(default_factory=RpcAccess)
+    # Whose X-Forwarded-For / X-Real-IP names the client ([server] trusted_proxies).
+    client_addresses: ClientAddresses = field(default_factory=ClientAddresses)
     headers: dict[str, str] = field(init=False)
 
     @property
@@ -109,6 +112,9 @@ class GuardMixin(tornado.web.RequestHandler):
             self.set_header(name, value)
 
     async def prepare(self) -> None:
+        # First of all: the throttle, the audit, the log and every handler after us see the
+        # client's address (or a label when it is unknown), not the proxy's or 0.0.0.0.
+        self.request.remote_ip = self.guard.client_addresses.source(self.request)
         try:
             await self._check()
         except Refused as refusal:
@@ -163,12 +169,17 @@ class GuardMixin(tornado.web.RequestHandler):
         try:
             arguments = parse_arguments(self.get_argument("data", default="{}"))
         except BadArguments as exc:
-            raise Refused(400, str(exc)) from None
+            raise Refused(exc.status, str(exc)) from None
         self.rpc_call = (name, method_rule, arguments)
         if principal.role < method_rule.role:
             log.warning("Refused RPC %s for %s (role %s, needs %s)", name, principal.name,
                         principal.role, method_rule.role)
             raise Refused(403, f"method {name} needs role {method_rule.role}")
+        try:
+            self.guard.rpc_access.check_arguments(name, arguments)
+        except BadArguments as exc:
+            log.warning("Refused RPC %s for %s: %s", name, principal.name, exc)
+            raise Refused(exc.status, str(exc)) from None
         refusal = self.guard.rpc_access.refusal(principal, name, method_rule, arguments)
         if refusal is not None:
             log.warning("Refused RPC %s for %s: %s", name, principal.name, refusal)

@@ -8,6 +8,7 @@ so the scheduler's single loop thread keeps answering RPCs.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import os
@@ -16,6 +17,7 @@ import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import luigi.configuration
@@ -34,11 +36,14 @@ from luigi_appliance.auth.tokens import BearerAuthenticator, TokenService, defau
 from luigi_appliance.config import Settings, read_hmac_key
 from luigi_appliance.errors import ApplianceError, StateError
 from luigi_appliance.history.runtime import HistoryRuntime
+from luigi_appliance.secret_values import remove_stale_temporaries
 from luigi_appliance.server.app import build_app
+from luigi_appliance.server.client_address import ClientAddresses
 from luigi_appliance.server.cycles import CycleAwareScheduler
 from luigi_appliance.server.limits import DRAIN_LIMIT, BodyLimit
 from luigi_appliance.server.rpc_access import RpcAccess
 from luigi_appliance.server.session import SessionAuthenticator
+from luigi_appliance.server.worker_bindings import WorkerBindings
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +53,10 @@ PRUNE_INTERVAL_MS = 60_000
 class Snapshotter:
     """Writes signed snapshots: pickled on the loop (a consistent view), written in a thread."""
 
-    def __init__(self, scheduler: Any, store: state.SignedSnapshotFile):
+    def __init__(self, scheduler: Any, store: state.StateStore, bindings: WorkerBindings):
         self._scheduler = scheduler
         self._store = store
+        self._bindings = bindings
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot")
         self._busy = False
         self.healthy = True
@@ -60,8 +66,8 @@ class Snapshotter:
             return  # the previous write is still fsyncing; never queue them up
         self._busy = True
         try:
-            blob = self._store.encode(state.capture(self._scheduler))
-            await asyncio.get_running_loop().run_in_executor(self._writer, self._store.write, blob)
+            encoded = self._store.encode(self._scheduler, self._bindings.export())
+            await asyncio.get_running_loop().run_in_executor(self._writer, self._store.write, encoded)
             self._mark(True)
         except (StateError, OSError) as exc:
             self._mark(False, exc)
@@ -71,7 +77,7 @@ class Snapshotter:
     def final(self) -> None:
         self._writer.shutdown(wait=True)
         try:
-            self._store.write(self._store.encode(state.capture(self._scheduler)))
+            self._store.write(self._store.encode(self._scheduler, self._bindings.export()))
             log.info("Saved final state snapshot %s", self._store.path)
         except (StateError, OSError) as exc:
             log.error("Final state snapshot failed: %s", exc)
@@ -102,19 +108,36 @@ def _isolate_luigi_config() -> None:
                     "scheduler.conf instead", ", ".join(ignored))
 
 
+def _state_dir_files(settings: Settings) -> list[Path]:
+    """The files the scheduler itself opens in its state directory."""
+    directory = settings.state.dir
+    return [settings.state.snapshot_path, settings.state.generation_path, settings.state.default_key_path,
+            directory / tls.SELF_SIGNED_CERT, directory / tls.SELF_SIGNED_KEY, default_keys_file(directory)]
+
+
 def _prepare_state_dir(settings: Settings) -> None:
+    """Create the state directory if needed; refuse one others may access, or any symbolic link
+    there (the directory itself included): a link would send the scheduler's reads and writes
+    to a file outside the directory it owns."""
+    state.refuse_symlink(settings.state.dir)
     settings.state.dir.mkdir(mode=0o750, parents=True, exist_ok=True)
     mode = settings.state.dir.stat().st_mode & 0o777
     if mode & 0o007:
         raise ApplianceError(f"state directory {settings.state.dir} has mode {mode:04o}: others may "
                              "access it; expected 0750 or stricter")
+    for path in _state_dir_files(settings):
+        state.refuse_symlink(path)
+    for path in remove_stale_temporaries(settings.state.dir):
+        log.warning("Removed %s, a temporary file left by a crash while writing", path)
 
 
-def _open_store(settings: Settings) -> state.SignedSnapshotFile:
+def _open_store(settings: Settings) -> state.StateStore:
     key = read_hmac_key(settings.state)
     if key is None:
         key = state.load_or_create_key(settings.state.default_key_path)
-    return state.SignedSnapshotFile(settings.state.snapshot_path, key)
+    return state.StateStore(state.SignedSnapshotFile(settings.state.snapshot_path, key),
+                            state.GenerationFile(settings.state.generation_path),
+                            refuse_stale=settings.state.refuse_stale_snapshot)
 
 
 def _make_scheduler(settings: Settings, history: HistoryRuntime | None = None) -> Any:
@@ -131,7 +154,7 @@ def _password_authenticator(settings: Settings, audit: AuditLog) -> BasicAuthent
     verifiers: list[PasswordVerifier] = []
     for backend in settings.auth.backends:
         if backend == "local":
-            verifiers.append(LocalVerifier(UsersFile(settings.auth.users_file)))
+            verifiers.append(LocalVerifier(UsersFile(settings.auth.users_file), settings.auth))
         else:
             verifiers.append(LdapVerifier(settings.ldap, settings.auth))
     throttle = LoginThrottle(settings.auth.failure_limit, settings.auth.failure_window, settings.auth.lockout)
@@ -175,16 +198,22 @@ class _Server:
         self.store = _open_store(settings)
         self.history = HistoryRuntime(settings.history, settings.state.dir)
         self.scheduler = _make_scheduler(settings, self.history)
-        restored = self.store.read()
+        # Who owns which worker id; a binding of a worker luigi still knows is never dropped.
+        self.bindings = WorkerBindings(functools.partial(state.is_live_worker, self.scheduler))
+        restored = self.store.load()
         if restored is not None:
             state.restore(self.scheduler, restored)
+            self.bindings.load(restored.worker_bindings)
         self.audit = AuditLog(settings.audit)
         self.authenticator = _password_authenticator(settings, self.audit)
         self.tokens = TokenService(settings.tokens.keys_file or default_keys_file(settings.state.dir),
                                    settings.tokens.ttl)
-        self.bearer = BearerAuthenticator(self.tokens)
+        # Tokens are checked against the accounts as of the last reload; while the directory is
+        # down they keep their issued principal only if cached logins may too (outage grace).
+        self.bearer = BearerAuthenticator(self.tokens, self.authenticator,
+                                          keep_during_outage=settings.ldap.outage_grace > 0)
         self.tls = _setup_tls(settings)
-        self.snapshotter = Snapshotter(self.scheduler, self.store)
+        self.snapshotter = Snapshotter(self.scheduler, self.store, self.bindings)
         # Browser sessions from /login (in memory only); their passwords go through the same check.
         self.sessions = SessionAuthenticator(settings.session.idle_timeout, settings.session.absolute_timeout,
                                              self.authenticator, secure=self.tls is not None)
@@ -192,24 +221,33 @@ class _Server:
                              tls=self.tls is not None, hsts_max_age=settings.server.hsts_max_age,
                              health_checks=[lambda: self.snapshotter.healthy, self.history.healthy],
                              history_routes=self.history.routes(),
-                             tokens=self.tokens, passwords=self.authenticator, rpc_access=RpcAccess(self.audit))
+                             tokens=self.tokens, passwords=self.authenticator,
+                             rpc_access=RpcAccess(self.audit, self.bindings),
+                             client_addresses=ClientAddresses(settings.server.trusted_proxies))
         self.stopping = asyncio.Event()
 
     def reload(self) -> None:
         """SIGHUP: re-read users and the TLS certificate; scheduler state is untouched."""
         log.info("SIGHUP: reloading users file, LDAP search password, token keys and TLS certificate")
+        # Also a new account generation: each bearer token is checked against the accounts again
+        # at its next use (refused for a deleted account, the new role for a changed one).
         self.authenticator.reload()
         self.tokens.reload()
         # Browser sessions carry the role they had at login: end them, so a removed account or a
         # lowered role takes effect now (browsers log in again).
         self.sessions.reload()
         if self.tls is not None:
+            pair = self.tls.pair
             try:
-                tls.load_pair(self.tls.context, self.settings.tls, self.tls.pair, self.settings.state.dir)
-                log.info("Reloaded TLS certificate %s (SHA-256 %s)", self.tls.pair.cert_file,
-                         tls.fingerprint(self.tls.pair.cert_file))
+                # The checks config check applies and a trial load first; the live context only
+                # gets a pair that passed them.
+                problem = tls.reload_pair(self.tls.context, self.settings.tls, pair, self.settings.state.dir)
             except (OSError, ssl.SSLError, ValueError) as exc:
-                log.error("Keeping the previous TLS certificate: cannot load %s: %s", self.tls.pair.cert_file, exc)
+                problem = f"cannot load {pair.cert_file}: {exc}"
+            if problem is None:
+                log.info("Reloaded TLS certificate %s (SHA-256 %s)", pair.cert_file, tls.fingerprint(pair.cert_file))
+            else:
+                log.error("Keeping the previous TLS certificate: %s", problem)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
