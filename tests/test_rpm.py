@@ -1,5 +1,6 @@
-"""The RPMs, built for real with rpmbuild, checked with rpmlint, installed and upgraded in a
-temporary root with rpm, and the installed payload run from a private mount namespace."""
+"""The RPMs, built for real with rpmbuild, checked with rpmlint, installed, upgraded and erased
+in a temporary root with rpm and their scriptlets (tests/rpm_root.py), and the installed payload
+run from a private mount namespace. The spec itself is checked for macros rpm left unexpanded."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from rpm_root import RpmRoot, UnitState
 
 from conftest import REPO, free_port
 
@@ -58,6 +60,109 @@ def rpms(tmp_path_factory) -> dict[str, dict[str, Path]]:
     return {"1": first, "2": second}
 
 
+# --- the spec: no macro left unexpanded ----------------------------------------------------------
+
+# A macro reference as rpm writes it back when it cannot expand it: %{name...}, %(shell),
+# %[expression] or a bare %name (with ? and ! prefixes).
+MACRO = re.compile(r"%(?:\{[^{}]*\}|\([^()]*\)|\[[^\[\]]*\]|[?!]*[A-Za-z_]\w*)")
+SECTIONS = {
+    "package", "description", "prep", "generate_buildrequires", "conf", "build", "install", "check", "clean",
+    "pre", "post", "preun", "postun", "pretrans", "posttrans", "preuntrans", "postuntrans", "verifyscript",
+    "triggerprein", "triggerin", "triggerun", "triggerpostun", "filetriggerin", "filetriggerun",
+    "filetriggerpostun", "transfiletriggerin", "transfiletriggerun", "transfiletriggerpostun",
+    "files", "changelog", "sourcelist", "patchlist",
+}
+FILES_DIRECTIVES = {"attr", "defattr", "config", "dir", "doc", "docdir", "license", "ghost", "verify", "exclude",
+                    "lang", "caps", "readme", "artifact", "missingok"}
+
+
+def unexpanded_macros(parsed: str, source: str) -> list[tuple[int, str]]:
+    """(line, text) of each macro reference left in ``rpmspec -P`` output ``parsed`` of ``source``.
+
+    Not counted: comment lines (rpm expands macros there too, the spec escapes them as %%),
+    section headers, %files directives in %files sections, and what the source wrote as a literal
+    percent sign (%%s -> %s).
+    """
+    literal = {MACRO.match(line, m.start() + 1)[0]
+               for line in source.splitlines() if not line.lstrip().startswith("#")
+               for m in re.finditer(r"%%", line) if MACRO.match(line, m.start() + 1)}
+    found, section = [], "preamble"
+    for number, line in enumerate(parsed.splitlines(), 1):
+        text = line.strip()
+        if text.startswith("#"):
+            continue
+        header = re.match(r"%(\w+)\b", text)
+        if header and header[1] in SECTIONS:
+            section, text = header[1], text[header.end():]
+        for m in MACRO.finditer(text):
+            name = m[0].lstrip("%?!")
+            if (section == "files" and name in FILES_DIRECTIVES) or m[0] in literal:
+                continue
+            found.append((number, m[0]))
+    return found
+
+
+def parse_spec(*make_args: str) -> str:
+    """The spec as `make rpm` has rpmbuild read it (the Makefile's macro files and defines)."""
+    return run("make", "-s", "rpm-spec", *make_args, cwd=REPO).stdout
+
+
+def test_spec_leaves_no_macro_unexpanded() -> None:
+    parsed = parse_spec()
+    assert unexpanded_macros(parsed, (REPO / "rpm" / "luigi-appliance.spec").read_text()) == []
+    # The scriptlets are there, expanded (the check would pass on an empty parse too).
+    assert "%post selinux" in parsed and "semodule" in parsed and "systemctl" in parsed
+
+
+def test_unexpanded_macro_check_finds_an_undefined_macro(tmp_path: Path) -> None:
+    spec = tmp_path / "probe.spec"
+    spec.write_text("""\
+Name: probe
+Version: 1
+Release: 1%{?dist}
+Summary: probe
+License: MIT
+%global fmt %%{NAME}
+
+%description
+probe
+
+%install
+echo %{this_macro_is_not_defined} %{?undefined_but_optional}
+date +%%s
+%bare_undefined_macro argument
+# a comment: %%{_bindir} %also_left_alone
+
+%post
+%{_bindir}/true %{fmt}
+
+%files
+%dir %attr(0750,root,root) /etc/probe
+%config(noreplace) %verify(not md5) /etc/probe/probe.conf
+
+%changelog
+* Mon Jan 01 2024 Probe <probe@example.org> - 1-1
+- 100%% probe
+""")
+    parsed = run("rpmspec", "-P", str(spec)).stdout
+    found = unexpanded_macros(parsed, spec.read_text())
+    assert [text for _, text in found] == ["%{this_macro_is_not_defined}", "%bare_undefined_macro"], parsed
+    assert [parsed.splitlines()[n - 1].split()[0] for n, _ in found] == ["echo", "%bare_undefined_macro"]
+
+
+@pytest.mark.skipif(bool(run("rpm", "--eval", "%{?systemd_post:1}").stdout.strip()),
+                    reason="this host has systemd-rpm-macros: the spec needs no stand-ins here")
+def test_without_the_stand_ins_the_systemd_macros_stay_unexpanded() -> None:
+    # What the check is for: a build host without systemd-rpm-macros and without the Makefile's
+    # stand-ins would ship scriptlets that run "%systemd_post" as a shell command.
+    parsed = parse_spec("RPM_MACROS=")
+    found = {text for _, text in unexpanded_macros(parsed, (REPO / "rpm" / "luigi-appliance.spec").read_text())}
+    assert {"%systemd_post", "%systemd_preun", "%systemd_postun_with_restart", "%tmpfiles_create",
+            "%{_unitdir}", "%selinux_modules_install"} <= found, found
+
+
+# --- the packages -------------------------------------------------------------------------------
+
 def test_all_packages_are_built(rpms) -> None:
     for release in rpms.values():
         for path in release.values():
@@ -83,6 +188,13 @@ def dump(rpm: Path) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
+def venv_python(rpm: Path) -> str:
+    """The interpreter the main package's venv runs on (python3.11 or python3.12): what it Requires."""
+    found = [r for r in run("rpm", "-qp", "--requires", str(rpm)).stdout.split() if re.fullmatch(r"python3\.\d+", r)]
+    assert len(found) == 1, found
+    return found[0]
+
+
 def test_payload_matches_the_expected_listing(rpms) -> None:
     listing = []
     venv_rows = []
@@ -105,8 +217,10 @@ def test_payload_matches_the_expected_listing(rpms) -> None:
     missing = [m for m in modules if not any(p.startswith(os.path.dirname(m) + "/__pycache__/" +
                                                           os.path.basename(m)[:-3] + ".cpython-") for p in paths)]
     assert missing == []
+    python = venv_python(rpms["1"]["main"])
     assert sorted(p for p in paths if p.startswith(VENV + "/bin/")) == [
-        f"{VENV}/bin/luigi-appliance", f"{VENV}/bin/python", f"{VENV}/bin/python3", f"{VENV}/bin/python3.11"]
+        f"{VENV}/bin/luigi-appliance", f"{VENV}/bin/python", f"{VENV}/bin/python3", f"{VENV}/bin/{python}"]
+    assert any(p.startswith(f"{VENV}/lib/{python}/site-packages/luigi/") for p in paths)
 
 
 def scriptlets(rpm: Path) -> dict[str, str]:
@@ -116,26 +230,117 @@ def scriptlets(rpm: Path) -> dict[str, str]:
     return dict(zip(parts[1::2], parts[2::2], strict=True))
 
 
-def test_scriptlets_never_stop_or_disable_on_upgrade(rpms) -> None:
-    main = scriptlets(rpms["1"]["main"])
-    # Stop and disable only on erase ($1 == 0), restart only on upgrade ($1 >= 1), enable never.
-    assert "if [ $1 -eq 0 ]" in main["preuninstall"] and "disable --now" in main["preuninstall"]
-    assert "if [ $1 -ge 1 ]" in main["postuninstall"] and "try-restart" in main["postuninstall"]
-    assert "enable" not in main["postinstall"].replace("systemctl enable --now luigi-appliance\n", "")
-    assert "useradd -r -g luigi " in main["preinstall"]
-    assert "db upgrade" not in "".join(main.values())  # migrations are the admin's step, never the RPM's
-    selinux = scriptlets(rpms["1"]["selinux"])
-    assert "-X 200 -i /usr/share/selinux/packages/targeted/luigi_appliance.pp.bz2" in selinux["postinstall"]
-    assert "semanage port -a -t luigi_appliance_port_t -p tcp 8082" in selinux["postinstall"]
-    postun = selinux["postuninstall"]
-    assert postun.lstrip().startswith("if [ $1 -eq 0 ]")
-    assert postun.index("semanage port -d") < postun.index("semodule"), "port records first, then the module"
-    assert "restorecon" in selinux["posttrans"]
-    requires = run("rpm", "-qp", "--requires", str(rpms["1"]["main"])).stdout.splitlines()
-    assert "(luigi-appliance-selinux if selinux-policy-targeted)" in requires
-    assert not [r for r in requires if "python3.11dist" in r or r.startswith("lib")]
+def version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+# EL9.0's selinux-policy: the oldest policy the -selinux package must accept.
+EL9_OLDEST_POLICY = "34.1.29"
+
+
+def test_dependencies(rpms) -> None:
+    main = run("rpm", "-qp", "--requires", str(rpms["1"]["main"])).stdout.splitlines()
+    assert "(luigi-appliance-selinux if selinux-policy-targeted)" in main
+    # The venv's modules and libraries generate no dependencies and provide nothing.
+    assert not [r for r in main if re.match(r"python\d\.\d+dist|lib", r)], main
     provides = run("rpm", "-qp", "--provides", str(rpms["1"]["main"])).stdout.splitlines()
     assert not [p for p in provides if ".so" in p or "python" in p]
+    # The policy requirement holds on every EL9 minor (not pinned to the build host's policy).
+    selinux = run("rpm", "-qp", "--requires", str(rpms["1"]["selinux"])).stdout.splitlines()
+    versioned = {r.split()[0]: r.split()[2] for r in selinux if re.match(r"selinux-policy(-base)? >= ", r)}
+    assert set(versioned) == {"selinux-policy", "selinux-policy-base"}, selinux
+    assert all(version_tuple(v) <= version_tuple(EL9_OLDEST_POLICY) for v in versioned.values()), versioned
+    assert {"policycoreutils", "policycoreutils-python-utils", "selinux-policy-targeted"} <= set(selinux)
+    scripts = run("rpm", "-qp", "--scripts", str(rpms["1"]["main"])).stdout
+    assert "db upgrade" not in scripts  # migrations are the admin's step, never the RPM's
+
+
+UNITS = ("luigi-appliance.service", "luigi-appliance-history-prune.timer")
+
+
+def printed(output: str) -> list[str]:
+    """The lines the scriptlets printed, without systemctl's notices about the symlinks it
+    created or removed (EL's systemd-update-helper lets them through, as on any dnf install)."""
+    return [line for line in output.splitlines() if not line.startswith(("Created symlink ", "Removed "))]
+
+
+def assert_first_install_message_only(output: str) -> None:
+    lines = printed(output)
+    assert lines[:1] == ["luigi-appliance installed. Next steps:"] and len(lines) == 5, output
+
+
+def test_scriptlets_follow_presets_and_never_stop_or_disable_on_upgrade(rpms, tmp_path: Path) -> None:
+    # A root configured like Debian's SELinux (policy type "default"): the -selinux package must
+    # skip its module quietly there, as on an EL host whose SELINUXTYPE is not targeted.
+    root = RpmRoot.create(tmp_path, selinux_store="default")
+    # A site preset enables the timer; EL9's default preset disables everything else.
+    root.write("/etc/systemd/system-preset/50-site.preset", "enable luigi-appliance-history-prune.timer\n")
+    # Nothing but the first-install message (no semodule/semanage errors from -selinux).
+    assert_first_install_message_only(root.rpm("-i", str(rpms["1"]["main"]), str(rpms["1"]["selinux"])))
+    accounts = root.accounts()
+    assert accounts["luigi"][1:] == ("/var/lib/luigi-appliance", "/sbin/nologin")
+    assert accounts["luigi-worker"][1:] == ("/", "/sbin/nologin")
+    assert all(uid < 1000 for uid, _, _ in (accounts["luigi"], accounts["luigi-worker"]))  # system accounts
+    for path in ("/run/luigi-appliance", "/var/lib/luigi-appliance", "/var/log/luigi-appliance"):
+        assert root.owner(path) == ("luigi", 0o750), path  # systemd-tmpfiles ran (%tmpfiles_create)
+    # Presets decide; nothing is started.
+    state = root.units(*UNITS)
+    assert [(u.enabled, u.active) for u in state.values()] == [(False, False), (True, False)], state
+    assert selinux_modules(root, "default") and "luigi_appliance" not in selinux_modules(root, "default")
+
+    # The admin enables and starts the scheduler, and turns the prune timer off.
+    root.chroot("systemctl", "enable", "--now", UNITS[0])
+    root.chroot("systemctl", "disable", UNITS[1])
+    assert printed(root.rpm("-U", str(rpms["2"]["main"]), str(rpms["2"]["selinux"]))) == []
+    state = root.units(*UNITS)
+    # The running service was restarted once (new code), stayed enabled; the disabled timer was
+    # neither re-enabled (no preset on upgrade) nor started.
+    assert state[UNITS[0]] == UnitState(enabled=True, active=True, starts=2), state
+    assert state[UNITS[1]] == UnitState(enabled=False, active=False, starts=0), state
+
+    assert printed(root.rpm("-e", "luigi-appliance", "luigi-appliance-selinux")) == []
+    state = root.units(*UNITS)
+    assert [(u.enabled, u.active) for u in state.values()] == [(False, False), (False, False)], state
+    assert "luigi" in root.accounts()  # accounts stay (docs/install.md, "Uninstall")
+
+
+def selinux_modules(root: RpmRoot, store: str) -> dict[str, int]:
+    """{module: priority} of the root's policy store, as semodule lists it."""
+    out = root.chroot("semodule", "-s", store, "--list-modules=full").stdout
+    return {name: int(priority) for priority, name, *_ in (line.split() for line in out.splitlines() if line.strip())}
+
+
+def local_ports(root: RpmRoot) -> dict[str, str]:
+    """{"tcp/8082": type} of the port records added with semanage in the root's targeted store."""
+    out = root.chroot("semanage", "port", "-S", "targeted", "-l", "-C", "-n").stdout
+    ports = {}
+    for line in out.splitlines():
+        typ, proto, numbers = line.split(None, 2)
+        ports.update({f"{proto}/{n.strip()}": typ for n in numbers.split(",")})
+    return ports
+
+
+def test_selinux_scriptlets_install_the_module_and_port_and_remove_both(rpms, tmp_path: Path) -> None:
+    # A root whose configured policy is "targeted" (a copy of Debian's policy under that name):
+    # the module goes in, at priority 200, and tcp/8082 gets the module's port type.
+    root = RpmRoot.create(tmp_path, selinux_store="targeted")
+    assert_first_install_message_only(root.rpm("-i", str(rpms["1"]["main"]), str(rpms["1"]["selinux"])))
+    assert selinux_modules(root, "targeted")["luigi_appliance"] == 200
+    assert local_ports(root) == {"tcp/8082": "luigi_appliance_port_t"}
+
+    # The admin moves the scheduler to 9443 and gives 8082 back (docs/install.md); an upgrade
+    # keeps that instead of taking 8082 again.
+    root.chroot("sh", "-c", "printf 'port -a -t luigi_appliance_port_t -p tcp 9443\\nport -d -p tcp 8082\\n' | "
+                            "semanage import -N -S targeted")
+    assert printed(root.rpm("-U", str(rpms["2"]["main"]), str(rpms["2"]["selinux"]))) == []
+    assert selinux_modules(root, "targeted")["luigi_appliance"] == 200
+    assert local_ports(root) == {"tcp/9443": "luigi_appliance_port_t"}
+
+    # Erase: the port records go first (the module's types cannot be removed while they are
+    # in use), then the module.
+    assert printed(root.rpm("-e", "luigi-appliance-selinux", "luigi-appliance")) == []
+    assert "luigi_appliance" not in selinux_modules(root, "targeted")
+    assert local_ports(root) == {}
 
 
 def test_upgrade_keeps_edited_config_and_writes_rpmnew(rpms, tmp_path: Path) -> None:

@@ -5,7 +5,9 @@ installed with ``semodule -p ROOT`` into a copy of Debian's selinux-policy-defau
 scheduler port is assigned with the real ``semanage port`` command (run in a private mount
 namespace where the copy is bind-mounted over /etc/selinux and /var/lib/selinux), and the
 resulting kernel policy is queried with ``sesearch``/``seinfo``; file labels come from
-``matchpathcon`` against the copy's file_contexts.
+``matchpathcon`` against the copy's file_contexts, and again with each policy family's path
+aliases (file_contexts.subs_dist: RHEL's and Debian's alias /run and /var/run in opposite
+directions).
 
 Debian's reference policy is what CI has; users load the module into RHEL 9's targeted policy.
 Rules granted by the base policy to attributes the module joins (``daemon``, ``domain``,
@@ -21,6 +23,7 @@ from __future__ import annotations
 import re
 import shutil
 import stat
+import struct
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -204,18 +207,73 @@ def file_types(file_contexts: Path, entries: Iterable[tuple[str, str]]) -> dict[
     return result
 
 
-def assert_labels(proot: PolicyRoot, expected: Iterable[tuple[str, str] | tuple[str, str, str]]) -> None:
-    """Assert that each path gets its expected SELinux type from the module's file contexts.
+def assert_labels(file_contexts: Path, expected: Iterable[tuple[str, str] | tuple[str, str, str]]) -> None:
+    """Assert that each path gets its expected SELinux type from a file_contexts file.
 
     ``expected`` holds (path, type) or (path, type, kind); kind defaults to "file" (a regular
     file) and matters only for kind-restricted entries (the entry point, unit files).
     All mismatches are reported at once.
     """
     wanted = [(item[0], item[2] if len(item) > 2 else "file", item[1]) for item in expected]
-    got = file_types(proot.file_contexts, [(path, kind) for path, kind, _ in wanted])
+    got = file_types(file_contexts, [(path, kind) for path, kind, _ in wanted])
     wrong = [f"{path} ({kind}): {got[(path, kind)]}, expected {typ}"
              for path, kind, typ in wanted if got[(path, kind)] != typ]
     assert not wrong, "wrong labels:\n" + "\n".join(wrong)
+
+
+# Path aliases of the two policy families: file_contexts.subs_dist as each ships it ("/alias
+# /path-as-written-in-file_contexts"). libselinux rewrites a path's alias prefix before matching,
+# so a file context written under the aliased spelling never matches. RHEL 9: config/
+# file_contexts.subs_dist of fedora-selinux/selinux-policy, branch c9s (/run is an alias of
+# /var/run); Debian 12: selinux-policy-default 2:2.20221101 (/var/run is an alias of /run).
+SUBS_DIST = {
+    "el9": """\
+/etc/init.d /etc/rc.d/init.d
+/lib32 /lib
+/lib64 /lib
+/run /var/run
+/run/lock /var/lock
+/usr/lib32 /usr/lib
+/usr/lib64 /usr/lib
+/usr/local/lib32 /usr/lib
+/usr/local/lib64 /usr/lib
+/usr/local/lib /usr/lib
+/var/run/lock /var/lock
+/sbin /usr/sbin
+""",
+    "debian": """\
+/bin /usr/bin
+/lib /usr/lib
+/lib32 /usr/lib
+/lib64 /usr/lib
+/libx32 /usr/lib
+/sbin /usr/sbin
+/etc/init.d /etc/rc.d/init.d
+/etc/systemd/system /usr/lib/systemd/system
+/etc/systemd/user /usr/lib/systemd/user
+/lib/systemd /usr/lib/systemd
+/run/lock /var/lock
+/usr/lib32 /usr/lib
+/usr/lib64 /usr/lib
+/usr/libx32 /usr/lib
+/usr/local/lib32 /usr/lib
+/usr/local/lib64 /usr/lib
+/usr/local/lib /usr/lib
+/var/lib/private /var/lib
+/var/cache/private /var/cache
+/var/log/private /var/log
+/var/run /run
+""",
+}
+
+
+def with_aliases(file_contexts: Path, family: str, dest: Path) -> Path:
+    """A copy of ``file_contexts`` in ``dest`` whose path aliases are ``family``'s, not the host's."""
+    dest.mkdir(parents=True)
+    copy = dest / "file_contexts"
+    shutil.copy2(file_contexts, copy)  # the text only: a file_contexts.bin next to it would be used instead
+    (dest / "file_contexts.subs_dist").write_text(SUBS_DIST[family])
+    return copy
 
 
 # --- fixtures ------------------------------------------------------------------------------------
@@ -237,6 +295,15 @@ def proot(tmp_path_factory) -> PolicyRoot:
 @pytest.fixture(scope="module")
 def policy(proot) -> Path:
     return proot.policy
+
+
+@pytest.fixture(scope="module", params=["store", *SUBS_DIST])
+def contexts(request, proot, tmp_path_factory) -> Path:
+    """The module's compiled file contexts: as the local store has them, then with each policy
+    family's path aliases."""
+    if request.param == "store":
+        return proot.file_contexts
+    return with_aliases(proot.file_contexts, request.param, tmp_path_factory.mktemp("aliases") / request.param)
 
 
 class Domain:
@@ -288,6 +355,28 @@ def test_module_is_a_bzip2_package_of_the_pp(proot, tmp_path):
     with out.open("wb") as fh:
         subprocess.run(["bzip2", "-dc", str(build / f"{MODULE}.pp.bz2")], stdout=fh, check=True)
     assert out.read_bytes() == (build / f"{MODULE}.pp").read_bytes()
+
+
+# Newest module format each target's libsepol reads (libsepol/include/sepol/policydb/policydb.h,
+# MOD_POLICYDB_VERSION_MAX): EL8 has libsepol 2.9, EL9.0 3.3, EL9.1 and later 3.4 or newer.
+MODULE_FORMAT_MAX = {"EL8": 19, "EL9.0": 20, "EL9.1+": 21}
+
+
+def test_module_format_is_one_every_el_release_loads(proot, tmp_path):
+    # checkmodule writes its newest format unless told otherwise, so a module built on a newer
+    # host (Debian 12 and EL9.1+ write 21) would not load on an older EL. The header of the
+    # module inside the package: magic, "SE Linux Module", policy type, format version, config.
+    build = proot.root.parent / "build/selinux"
+    mod = tmp_path / "module.mod"
+    run(["semodule_unpackage", str(build / f"{MODULE}.pp"), str(mod), str(tmp_path / "module.fc")])
+    data = mod.read_bytes()
+    magic, length = struct.unpack_from("<II", data)
+    assert (magic, data[8:8 + length]) == (0xF97CFF8D, b"SE Linux Module")
+    policy_type, version, config = struct.unpack_from("<III", data, 8 + length)
+    assert policy_type == 2  # POLICY_MOD
+    assert config & 1  # POLICYDB_CONFIG_MLS: both target policies are MCS policies
+    too_new = {release: limit for release, limit in MODULE_FORMAT_MAX.items() if version > limit}
+    assert not too_new, f"module format {version} is too new for {too_new}"
 
 
 def test_init_transitions_into_the_domain_on_the_entry_point(policy):
@@ -408,7 +497,7 @@ def test_state_runtime_and_tmp_are_managed(policy, dom):
     ("init_t", "unix_dgram_socket", "sendto"),  # sd_notify (Type=notify)
     ("init_t", "unix_stream_socket", "write"),  # stderr to journald, through systemd
     ("net_conf_t", "file", "read"),  # resolv.conf
-    ("bin_t", "file", "execute"),  # /opt/luigi-appliance/bin/python -> /usr/bin/python3.11
+    ("bin_t", "file", "execute"),  # /opt/luigi-appliance/bin/python -> /usr/bin/python3.1x
     ("bin_t", "lnk_file", "read"),
     ("lib_t", "file", "map"),  # C extensions, mmap'd executable
     ("lib_t", "file", "execute"),
@@ -467,15 +556,28 @@ def test_booleans_exist_default_off_and_gate_what_they_say(policy, dom):
     assert [r for r in dom.rules("nfs_t") if r.unconditional] == []
 
 
+def venv_labels(version: str) -> list[tuple[str, str] | tuple[str, str, str]]:
+    """The interpreter-specific paths of the venv, for python``version`` (EL9: 3.11 or 3.12)."""
+    lib = f"/opt/luigi-appliance/lib/python{version}/site-packages"
+    tag = "cpython-" + version.replace(".", "")
+    return [
+        (f"/opt/luigi-appliance/bin/python{version}", "bin_t", "lnk_file"),
+        (f"/usr/bin/python{version}", "bin_t"),
+        (f"{lib}/luigi/scheduler.py", "lib_t"),
+        (f"{lib}/luigi/__pycache__/scheduler.{tag}.pyc", "lib_t"),
+        (f"{lib}/psycopg2/_psycopg.{tag}-x86_64-linux-gnu.so", "lib_t"),
+        (f"{lib}/psycopg2_binary.libs/libpq-9b38f5e3.so.5.16", "lib_t"),
+    ]
+
+
 LABELS = [
+    # The venv runs on the AppStream interpreter the spec's %venv_python names.
+    *venv_labels("3.11"),
+    *venv_labels("3.12"),
     ("/opt/luigi-appliance/bin/luigi-appliance", "luigi_appliance_exec_t"),
     ("/opt/luigi-appliance/bin/python", "bin_t", "lnk_file"),
-    ("/opt/luigi-appliance/bin/python3.11", "bin_t", "lnk_file"),
     ("/usr/bin/luigi-appliance", "bin_t", "lnk_file"),
     ("/opt/luigi-appliance/pyvenv.cfg", "usr_t"),
-    ("/opt/luigi-appliance/lib/python3.11/site-packages/luigi/scheduler.py", "lib_t"),
-    ("/opt/luigi-appliance/lib/python3.11/site-packages/psycopg2/_psycopg.cpython-311-x86_64-linux-gnu.so", "lib_t"),
-    ("/opt/luigi-appliance/lib/python3.11/site-packages/psycopg2_binary.libs/libpq-9b38f5e3.so.5.16", "lib_t"),
     ("/opt/luigi-appliance/lib64", "lib_t", "lnk_file"),
     ("/etc/luigi-appliance", "luigi_appliance_conf_t", "dir"),
     ("/etc/luigi-appliance/scheduler.conf", "luigi_appliance_conf_t"),
@@ -496,8 +598,11 @@ LABELS = [
     ("/var/log/luigi-appliance", "luigi_appliance_log_t", "dir"),
     ("/var/log/luigi-appliance/audit.log", "luigi_appliance_log_t"),
     ("/var/log/luigi-appliance/audit.log.1", "luigi_appliance_log_t"),
+    # Under both spellings and both families' aliases (the unit's RuntimeDirectory= makes
+    # /run/luigi-appliance; tools and admins also write /var/run).
     ("/run/luigi-appliance", "luigi_appliance_runtime_t", "dir"),
     ("/run/luigi-appliance/x.sock", "luigi_appliance_runtime_t", "sock_file"),
+    ("/var/run/luigi-appliance", "luigi_appliance_runtime_t", "dir"),
     ("/var/run/luigi-appliance/x.sock", "luigi_appliance_runtime_t", "sock_file"),
     ("/usr/lib/systemd/system/luigi-appliance.service", "luigi_appliance_unit_file_t"),
     ("/usr/lib/systemd/system/luigi-appliance-worker@.service", "luigi_appliance_unit_file_t"),
@@ -508,13 +613,25 @@ LABELS = [
 ]
 
 
-def test_file_contexts(proot):
-    assert_labels(proot, LABELS)
+def test_file_contexts(contexts):
+    assert_labels(contexts, LABELS)
+
+
+@pytest.mark.parametrize(("family", "matching_line"), [("el9", "/var/run"), ("debian", "/run")])
+def test_each_familys_aliases_decide_which_spelling_matches(tmp_path, family, matching_line):
+    # What test_file_contexts relies on: the family's aliases apply, so a path under either
+    # spelling is matched by the file context written under one spelling only.
+    probe = tmp_path / "probe"
+    probe.write_text("/run/probe(/.*)?\tsystem_u:object_r:run_spelling_t:s0\n"
+                     "/var/run/probe(/.*)?\tsystem_u:object_r:var_run_spelling_t:s0\n")
+    fc = with_aliases(probe, family, tmp_path / family)
+    expected = "var_run_spelling_t" if matching_line == "/var/run" else "run_spelling_t"
+    assert_labels(fc, [("/run/probe/x.sock", expected, "sock_file"), ("/var/run/probe/x.sock", expected, "sock_file")])
 
 
 def test_assert_labels_reports_every_mismatch(proot):
     with pytest.raises(AssertionError) as info:
-        assert_labels(proot, [("/etc/luigi-appliance/users", "etc_t"),
+        assert_labels(proot.file_contexts, [("/etc/luigi-appliance/users", "etc_t"),
                               ("/opt/luigi-appliance/bin/luigi-appliance", "luigi_appliance_exec_t", "lnk_file"),
                               ("/var/lib/luigi-appliance/state.pickle", "luigi_appliance_var_lib_t")])
     message = str(info.value)
@@ -526,7 +643,7 @@ def test_assert_labels_reports_every_mismatch(proot):
 # Symlinks in the package; exec follows them, so the target's label decides the domain.
 PACKAGE_SYMLINKS = {
     "/usr/bin/luigi-appliance": "/opt/luigi-appliance/bin/luigi-appliance",
-    "/opt/luigi-appliance/bin/python": "/usr/bin/python3.11",
+    "/opt/luigi-appliance/bin/python": "/usr/bin/python3.12",  # or python3.11: bin_t as well (LABELS)
 }
 
 
@@ -644,7 +761,7 @@ PAYLOAD_UNCLAIMED = ("/usr/share/", "/usr/lib/firewalld", "/usr/lib/sysusers.d/"
                      "/var/lib/selinux/")
 
 
-def test_every_payload_path_gets_its_intended_label(proot) -> None:
+def test_every_payload_path_gets_its_intended_label(contexts) -> None:
     expected, unclaimed = [], []
     for line in (REPO / "rpm" / "expected-payload.txt").read_text().splitlines():
         if not line or line.startswith("#"):
@@ -660,7 +777,7 @@ def test_every_payload_path_gets_its_intended_label(proot) -> None:
             assert path.startswith(PAYLOAD_UNCLAIMED), f"{path}: no intended label (add a rule)"
             unclaimed.append((path, kind))
     assert len(expected) >= 14
-    assert_labels(proot, expected)
+    assert_labels(contexts, expected)
     ours = {t for _, t in PAYLOAD_RULES}
-    for (path, kind), label in file_types(proot.file_contexts, unclaimed).items():
+    for (path, kind), label in file_types(contexts, unclaimed).items():
         assert label not in ours, f"{path} ({kind}) is labelled {label} by the module"
