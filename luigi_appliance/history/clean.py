@@ -40,7 +40,7 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def _width(column: sa.Column) -> int:
-    length = column.type.length
+    length: int | None = getattr(column.type, "length", None)
     assert length is not None, f"{column} has no width"
     return length
 

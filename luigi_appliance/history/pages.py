@@ -7,12 +7,10 @@ down they answer 503. app.py puts each handler behind the guard (policy.ROUTES: 
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,8 +21,9 @@ import tornado.web
 
 from luigi_appliance.history import reader
 from luigi_appliance.history.clean import NAME_WIDTH, PARAM_NAME_WIDTH, TASK_ID_WIDTH, escape, stored_text
-from luigi_appliance.history.db import make_engine
-from luigi_appliance.history.service import HistoryService
+from luigi_appliance.history.metrics import prometheus_text
+from luigi_appliance.history.reader import HistoryReader
+from luigi_appliance.history.status import DISABLED_JSON, HistoryStatus
 
 log = logging.getLogger(__name__)
 
@@ -34,24 +33,12 @@ MAX_HOURS = 24 * 366
 T = TypeVar("T")
 
 
-class HistoryReader:
-    """Read-only access for the pages: its own engine and thread pool (``pool_size`` each)."""
+@dataclass(frozen=True)
+class HistorySource:
+    """What the pages read: the queries (run off the loop) and the history's status."""
 
-    def __init__(self, service: HistoryService):
-        self.service = service
-        self.settings = service.settings
-        self.engine = make_engine(self.settings, pool_size=self.settings.pool_size)
-        self._pool = ThreadPoolExecutor(self.settings.pool_size, thread_name_prefix="history-pages")
-
-    async def query(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        def run() -> T:
-            with self.engine.connect() as connection:
-                return fn(connection, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, run)
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self.engine.dispose()
+    reader: HistoryReader
+    status: Callable[[], HistoryStatus]
 
 
 class _BadRequest(Exception):
@@ -76,8 +63,8 @@ class _HistoryHandler(tornado.web.RequestHandler):
 
     json_api = False
 
-    def initialize(self, reader: HistoryReader | None) -> None:
-        self.reader = reader
+    def initialize(self, source: HistorySource | None) -> None:
+        self.source = source
 
     def get_template_path(self) -> str:
         return str(TEMPLATES)
@@ -85,14 +72,14 @@ class _HistoryHandler(tornado.web.RequestHandler):
     def get_template_namespace(self) -> dict[str, Any]:
         namespace = super().get_template_namespace()
         degraded = None
-        if self.reader is not None and not self.reader.service.healthy:
-            status = self.reader.service.status()
-            degraded = f"{status['spool_events']} event(s) in the spool"
+        status = self.source.status() if self.source is not None else None
+        if status is not None and not status.healthy:
+            degraded = f"{status.spool_events} event(s) in the spool"
         namespace.update(fmt_ts=fmt_ts, fmt_seconds=fmt_seconds, degraded=degraded)
         return namespace
 
     def limit(self) -> int:
-        default = self.reader.settings.page_size if self.reader else 100
+        default = self.source.reader.settings.page_size if self.source else 100
         return self._int_arg("limit", default, 1, MAX_LIMIT)
 
     def _int_arg(self, name: str, default: int, lo: int, hi: int) -> int:
@@ -113,7 +100,7 @@ class _HistoryHandler(tornado.web.RequestHandler):
         return f"{self.request.path}?{urlencode(args)}"
 
     async def get(self, *path_args: str) -> None:
-        if self.reader is None:
+        if self.source is None:
             self._answer(404, "Task history is not enabled",
                          "This scheduler records no task history: set [history] backend = postgresql in "
                          "scheduler.conf (see docs/history.md).")
@@ -129,12 +116,12 @@ class _HistoryHandler(tornado.web.RequestHandler):
                          "The task history database cannot be reached right now; events are being kept "
                          "and will be shown when it is back.")
 
-    async def serve(self, *path_args: str) -> None:
-        raise NotImplementedError
+    # Each page's coroutine, called with its URL's groups.
+    serve: Callable[..., Awaitable[None]]
 
     async def query(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        assert self.reader is not None  # get() answered already otherwise
-        return await self.reader.query(fn, *args, **kwargs)
+        assert self.source is not None  # get() answered already otherwise
+        return await self.source.reader.query(fn, *args, **kwargs)
 
     def _answer(self, status: int, title: str, message: str) -> None:
         self.set_status(status)
@@ -303,10 +290,7 @@ class StatusApiHandler(_HistoryHandler):
     json_api = True
 
     async def get(self) -> None:  # type: ignore[override]
-        if self.reader is None:
-            self.finish({"backend": "none", "state": "disabled"})
-            return
-        self.finish(self.reader.service.status())
+        self.finish(self.source.status().to_json() if self.source is not None else DISABLED_JSON)
 
 
 class MetricsHandler(_HistoryHandler):
@@ -314,42 +298,13 @@ class MetricsHandler(_HistoryHandler):
 
     async def get(self) -> None:  # type: ignore[override]
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        self.finish(prometheus_text(self.reader.service.status() if self.reader else None))
+        self.finish(prometheus_text(self.source.status() if self.source is not None else None))
 
 
-_METRICS = (
-    ("up", "gauge", "1 when the history database takes events and the spool is empty", None),
-    ("queued_events", "gauge", "events in the in-memory queue", "queued"),
-    ("spool_events", "gauge", "events in the spool waiting for the database", "spool_events"),
-    ("spool_bytes", "gauge", "size of the spool file", "spool_bytes"),
-    ("events_emitted_total", "counter", "events the scheduler reported", "emitted"),
-    ("events_written_total", "counter", "events stored in the database", "written"),
-    ("events_spooled_total", "counter", "events written to the spool", "spooled"),
-    ("events_replayed_total", "counter", "events from the spool stored in the database", "replayed"),
-    ("events_dropped_total", "counter", "events lost: the queue or the spool was full or could not be written",
-     "dropped"),
-    ("events_dead_lettered_total", "counter", "events the database refused, set aside in the dead-letter file",
-     "dead_lettered"),
-)
-
-
-def prometheus_text(status: dict[str, Any] | None) -> str:
-    lines = []
-    for name, kind, help_text, key in _METRICS:
-        metric = f"luigi_appliance_history_{name}"
-        if status is None:
-            value = 0
-        elif key is None:
-            value = 1 if status["state"] == "ok" else 0
-        else:
-            value = status[key]
-        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} {kind}", f"{metric} {value}"]
-    return "\n".join(lines) + "\n"
-
-
-def routes(reader_: HistoryReader | None) -> list[tuple[str, type, dict[str, Any]]]:
-    """(pattern, handler, kwargs) for app.build_app; the patterns are luigi's plus the API's."""
-    kwargs = {"reader": reader_}
+def routes(source: HistorySource | None) -> list[tuple[str, type, dict[str, Any]]]:
+    """(pattern, handler, kwargs) for app.build_app; the patterns are luigi's plus the API's.
+    ``source`` is None without [history] configured: every page says so."""
+    kwargs = {"source": source}
     return [
         (r"/history", RecentHandler, kwargs),
         (r"/history/by_name/(.*?)", ByNameHandler, kwargs),
@@ -362,5 +317,3 @@ def routes(reader_: HistoryReader | None) -> list[tuple[str, type, dict[str, Any
         (r"/tasklist", TaskListHandler, kwargs),
         (r"/tasklist/(.*?)", RunsHandler, kwargs),
     ]
-
-

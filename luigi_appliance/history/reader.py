@@ -1,4 +1,4 @@
-"""The queries behind the history pages and the JSON API.
+"""The queries behind the history pages and the JSON API, and the thread pool they run in.
 
 Every query is bounded (LIMIT, keyset pagination on indexed columns), served by one of the
 indexes of migration 0002, and fetches a page's parameters and latest events in one statement
@@ -7,15 +7,42 @@ each (no query per row). They run in the pages' thread pool, never on the IOLoop
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from luigi_appliance.history.db import make_engine
 from luigi_appliance.history.schema import UTCDateTime, task_events, task_parameters, tasks
+from luigi_appliance.history.settings import HistorySettings
 
 MAX_EVENTS_SHOWN = 1000
+T = TypeVar("T")
+
+
+class HistoryReader:
+    """Read-only access for the pages: its own engine and thread pool (``pool_size`` each)."""
+
+    def __init__(self, settings: HistorySettings):
+        self.settings = settings
+        self.engine = make_engine(settings, pool_size=settings.pool_size)
+        self._pool = ThreadPoolExecutor(settings.pool_size, thread_name_prefix="history-pages")
+
+    async def query(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(connection, *args, **kwargs)``, run in the pool: never on the IOLoop."""
+        def run() -> T:
+            with self.engine.connect() as connection:
+                return fn(connection, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, run)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.engine.dispose()
 
 
 @dataclass
@@ -71,7 +98,7 @@ def _event(row: sa.Row) -> EventRow:
 
 
 def _attach_params(connection: Connection, rows: list[TaskRow]) -> None:
-    by_id = {}
+    by_id: dict[int, list[TaskRow]] = {}
     for row in rows:
         by_id.setdefault(row.id, []).append(row)
     if not by_id:
@@ -190,10 +217,11 @@ def runs_by_name(connection: Connection, name: str, *, limit: int,
     if not by_id:
         return [], None
     e = task_events
-    window = {"partition_by": e.c.task_id, "order_by": (e.c.ts, e.c.id)}
+    order = (e.c.ts, e.c.id)
     inner = (sa.select(e.c.task_id, e.c.event_name, e.c.ts, e.c.principal, e.c.worker_host,
-                       sa.func.lead(e.c.event_name).over(**window).label("next_name"),
-                       sa.func.lead(e.c.ts, type_=UTCDateTime()).over(**window).label("next_ts"))
+                       sa.func.lead(e.c.event_name).over(partition_by=e.c.task_id, order_by=order).label("next_name"),
+                       sa.func.lead(e.c.ts, type_=UTCDateTime()).over(partition_by=e.c.task_id, order_by=order)
+                       .label("next_ts"))
              .where(e.c.task_id.in_(list(by_id))).subquery())
     query = (sa.select(inner).where(inner.c.event_name == "RUNNING")
              .order_by(inner.c.ts.desc()).limit(MAX_EVENTS_SHOWN))

@@ -1,18 +1,49 @@
-"""What ``serve`` needs from the history, enabled or not, behind one small object."""
+"""What ``serve`` needs from the history, enabled or not, behind one small object.
+
+It composes the parts: the recorder luigi's scheduler reports to (:mod:`.recorder`), the writer
+thread behind it (:mod:`.writer`), the pages' reader (:mod:`.reader`, :mod:`.pages`), and the
+status all of them are reported by (:mod:`.status`).
+"""
 
 from __future__ import annotations
 
-import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from luigi_appliance.history.settings import HistorySettings
+from luigi_appliance.history.status import Counters, HistoryStatus
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from luigi.task_history import TaskHistory
+
+    from luigi_appliance.history.reader import HistoryReader
+    from luigi_appliance.history.recorder import HistoryRecorder
+    from luigi_appliance.history.writer import HistoryWriter
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """The history's parts when [history] is configured."""
+
+    recorder: HistoryRecorder
+    writer: HistoryWriter
+    reader: HistoryReader
+
+    def status(self) -> HistoryStatus:
+        recorder, writer, spool, counters = self.recorder, self.writer, self.writer.spool, self.writer.counters
+        return HistoryStatus(
+            backend=writer.settings.backend, database=writer.database, database_state=writer.db_state,
+            last_error=writer.last_error, queued=recorder.queue.qsize(), spool_events=spool.pending_events,
+            spool_bytes=spool.size, spool_limit_bytes=spool.limit, emitted=counters.emitted,
+            written=counters.written, spooled=counters.spooled, replayed=counters.replayed,
+            dropped=recorder.drops.count + writer.dropped, dead_lettered=writer.dead_lettered,
+            writer_alive=writer.alive,
+            recent_losses=any(losses.recent() for losses in (recorder.drops, *writer.losses)))
 
 
 class HistoryRuntime:
-    """The scheduler's task history (service, writer thread, page reader), or its absence.
+    """The scheduler's task history (recorder, writer thread, page reader), or its absence.
 
     Without [history] configured: no thread, always healthy, and the pages say history is not
     enabled. Nothing here connects to the database; the writer thread does, after ``start()``.
@@ -20,41 +51,46 @@ class HistoryRuntime:
 
     def __init__(self, settings: HistorySettings, state_dir: Path):
         self.settings = settings
-        self.service: Any = None
-        self.reader: Any = None
+        self._parts: _Parts | None = None
         if settings.enabled:
             # Imported only when enabled: SQLAlchemy and the pages stay out of a history-less scheduler.
-            from luigi_appliance.history.pages import HistoryReader
-            from luigi_appliance.history.service import HistoryService
+            from luigi_appliance.history.reader import HistoryReader
+            from luigi_appliance.history.recorder import HistoryRecorder
+            from luigi_appliance.history.writer import HistoryWriter
 
-            self.service = HistoryService(settings, state_dir)
-            self.reader = HistoryReader(self.service)
+            counters = Counters()
+            recorder = HistoryRecorder(settings.queue_size, counters)
+            self._parts = _Parts(recorder, HistoryWriter(settings, state_dir, recorder.queue, counters),
+                                 HistoryReader(settings))
 
-    def attach(self, scheduler: Any) -> None:
-        """Make ``scheduler`` (a luigi Scheduler) report to this history.
-
-        luigi only builds its own DbTaskHistory from ``record_task_history``; the appliance sets
-        the history object directly instead, and the flag only for the ``has_task_history`` RPC
-        (the visualiser shows its history link when it is true).
-        """
-        if self.service is None:
-            return
-        scheduler._task_history = self.service
-        scheduler._config.record_task_history = True
+    @property
+    def task_history(self) -> TaskHistory | None:
+        """Luigi's TaskHistory for ``Scheduler(task_history_impl=...)``; None without [history]."""
+        return self._parts.recorder if self._parts is not None else None
 
     def start(self) -> None:
-        if self.service is not None:
-            self.service.start()
+        """Start the writer thread (it never waits for the database)."""
+        if self._parts is not None:
+            self._parts.writer.start()
+
+    def status(self) -> HistoryStatus | None:
+        """The history now, for the status API, the metrics and /healthz; None without [history]."""
+        return self._parts.status() if self._parts is not None else None
 
     def healthy(self) -> bool:
-        return self.service is None or self.service.healthy
+        """False while the history is degraded (see HistoryStatus.healthy); True without it."""
+        status = self.status()
+        return status is None or status.healthy
 
     def routes(self) -> list[tuple[str, type, dict[str, Any]]]:
-        from luigi_appliance.history.pages import routes
+        """The history pages' routes, for app.build_app (they answer 404 without [history])."""
+        from luigi_appliance.history.pages import HistorySource, routes
 
-        return routes(self.reader)
+        parts = self._parts
+        return routes(HistorySource(parts.reader, parts.status) if parts is not None else None)
 
     def close(self) -> None:
-        if self.service is not None:
-            self.reader.close()
-            self.service.close()
+        """Stop the pages' queries, then flush the queue and stop the writer."""
+        if self._parts is not None:
+            self._parts.reader.close()
+            self._parts.writer.close()

@@ -1,18 +1,15 @@
-"""The scheduler's task history: a luigi TaskHistory that only enqueues, and its writer thread.
+"""The history's writer thread: batches from the recorder's queue into the database, or the spool.
 
-The scheduler calls ``task_scheduled``/``task_started``/``task_finished`` on its IOLoop thread.
-Those build an :class:`Event` and put it on a bounded in-memory queue, nothing else: no I/O,
-no lock held by anything slow. One writer thread takes batches off the queue and stores them
+One writer thread takes batches off the queue (:mod:`.recorder` fills it) and stores them
 (:class:`EventStore`). While the database is unreachable, failing or at the wrong schema
 revision, batches go to the spool file instead (fsync'd) and /healthz says ``degraded``; when
 the database is back the spool is replayed in order before any newer event, so the order in the
 database is the order the scheduler emitted.
 
-Events are cleaned when queued (:mod:`.clean`: escaped, fitted to the columns). An error of the
-database is either an outage (connection, timeout, permissions, schema revision: the batch is
-spooled and the database tried again every ``retry_interval``) or a refusal of the data
-(:func:`_refused`): then the batch is split in halves until the refused event is alone, which is
-set aside in the dead-letter file (:mod:`.deadletter`) while everything else is written.
+An error of the database is either an outage (connection, timeout, permissions, schema revision:
+the batch is spooled and the database tried again every ``retry_interval``) or a refusal of the
+data (:func:`_refused`): then the batch is split in halves until the refused event is alone,
+which is set aside in the dead-letter file (:mod:`.deadletter`) while everything else is written.
 
 Events are lost only when the queue (``queue_size``) or the spool (``spool_limit``) is full, or
 the spool or dead-letter file cannot be written (disk full): the ``spool_full`` policy
@@ -24,111 +21,62 @@ minute while it lasts. A SIGKILL loses the events still in the queue, at most ab
 
 from __future__ import annotations
 
-import itertools
 import logging
 import queue
-import secrets
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
-from luigi.task_history import TaskHistory
-from luigi.task_status import DONE, FAILED, PENDING, RUNNING
 
-from luigi_appliance.auth.context import current_caller
 from luigi_appliance.errors import HistoryError
-from luigi_appliance.history.clean import clean_event, make_event
+from luigi_appliance.history.clean import clean_event
 from luigi_appliance.history.db import describe, make_engine
 from luigi_appliance.history.deadletter import DeadLetters
 from luigi_appliance.history.events import Event
 from luigi_appliance.history.settings import HistorySettings
 from luigi_appliance.history.spool import Spool
+from luigi_appliance.history.status import REMINDER_INTERVAL, Counters, DatabaseState, LossLog, dropped_events
 from luigi_appliance.history.store import EventStore
 
 log = logging.getLogger(__name__)
 
 SPOOL_NAME = "history-spool"
 DEAD_LETTER_NAME = "history-dead-letter.jsonl"
-# How often a lasting problem (database down, events dropped) is logged again.
-REMINDER_INTERVAL = 60.0
 # How long the writer waits after the first event of a batch for more to arrive (seconds).
 BATCH_LINGER = 0.1
-# How many set-aside uids the writer remembers (see HistoryService._set_aside_uids).
+# How many set-aside uids the writer remembers (see HistoryWriter._set_aside_uids).
 _SET_ASIDE_MEMORY = 100_000
 
 
-@dataclass
-class Stats:
-    """Counters since the scheduler started (exposed on /history/api/status and /history/metrics).
+class HistoryWriter:
+    """The thread that empties ``events`` into the database, the spool or the dead-letter file.
 
-    ``written`` counts rows stored (an event found already stored is not counted again);
-    ``replayed`` is the part of it that came from the spool. Dropped and set-aside events are
-    counted by their _LossLog.
+    Its state (``db_state``, ``last_error``, the spool, ``losses``) is written by the thread and
+    read by the status snapshot on the loop (single attribute reads: no lock needed).
     """
 
-    emitted: int = 0
-    written: int = 0
-    spooled: int = 0
-    replayed: int = 0
-
-
-class _LossLog:
-    """Events lost or set aside, counted, and logged as an ERROR: the first at once, then one
-    line a minute while it goes on."""
-
-    def __init__(self, headline: str, outcome: str, what: str):
-        self.headline = headline
-        self.outcome = outcome
-        self.what = what
-        self.count = 0
-        self.unreported = 0
-        self.last_log = 0.0
-        self.last_drop: float | None = None
-
-    def recent(self) -> bool:
-        return self.last_drop is not None and time.monotonic() - self.last_drop < REMINDER_INTERVAL
-
-    def add(self, count: int, detail: str) -> None:
-        self.count += count
-        self.unreported += count
-        now = self.last_drop = time.monotonic()
-        if self.unreported == self.count or now - self.last_log >= REMINDER_INTERVAL:
-            log.error("%s: %d event(s) %s (%d in total) because %s (%s)",
-                      self.headline, self.unreported, self.outcome, self.count, self.what, detail)
-            self.unreported = 0
-            self.last_log = now
-
-
-class HistoryService(TaskHistory):
-    """Luigi's TaskHistory interface for the scheduler, plus the writer thread behind it."""
-
-    def __init__(self, settings: HistorySettings, state_dir: Path):
+    def __init__(self, settings: HistorySettings, state_dir: Path, events: queue.Queue[Event], counters: Counters):
         self.settings = settings
-        self.stats = Stats()
+        self.database = describe(settings)
+        self.counters = counters
         self.spool = Spool(state_dir / SPOOL_NAME, settings.spool_limit)
         self.dead_letters = DeadLetters(state_dir / DEAD_LETTER_NAME, settings.spool_limit)
-        self._queue: queue.Queue[Event] = queue.Queue(maxsize=settings.queue_size)
-        self._queue_drops = _dropped(f"the in-memory queue is full ([history] queue_size = {settings.queue_size})")
-        self._spool_drops = _dropped(f"the spool {self.spool.path} is full or cannot be written ([history] "
-                                     f"spool_limit = {settings.spool_limit} bytes, spool_full = {settings.spool_full})")
-        self._dead_letter_drops = _dropped(f"the database refused them and the dead-letter file "
-                                           f"{self.dead_letters.path} is full or cannot be written")
-        self._refusals = _LossLog("TASK HISTORY EVENTS REFUSED", "set aside",
-                                  f"the database refused them; they are in {self.dead_letters.path}")
+        self._queue = events
+        self._spool_drops = dropped_events(f"the spool {self.spool.path} is full or cannot be written ([history] "
+                                           f"spool_limit = {settings.spool_limit} bytes, spool_full = "
+                                           f"{settings.spool_full})")
+        self._dead_letter_drops = dropped_events(f"the database refused them and the dead-letter file "
+                                                 f"{self.dead_letters.path} is full or cannot be written")
+        self._refusals = LossLog("TASK HISTORY EVENTS REFUSED", "set aside",
+                                 f"the database refused them; they are in {self.dead_letters.path}")
         # Uids set aside by this process: a batch replayed again after an outage in the middle of
         # its split does not set the same event aside twice.
         self._set_aside_uids: set[str] = set()
         self._stopping = threading.Event()
-        # Event uids: random per process, then a counter (uuid4 per event was a syscall on the
-        # loop). 12 + at most 20 hex digits fit the 32-character column.
-        self._uid_prefix = secrets.token_hex(6)
-        self._uid_counter = itertools.count()
         self._thread = threading.Thread(target=self._run, name="history-writer", daemon=True)
         self._store: EventStore | None = None
-        self.db_state = "starting"  # starting | ok | down
+        self.db_state: DatabaseState = "starting"
         self.last_error: str | None = None
         self._down_since = 0.0
         self._next_attempt = 0.0
@@ -136,61 +84,27 @@ class HistoryService(TaskHistory):
         self._last_unexpected = -REMINDER_INTERVAL
         self._last_offset_error = -REMINDER_INTERVAL
 
-    # ---- luigi's TaskHistory, called on the IOLoop: enqueue only ------------------------------
-
-    def task_scheduled(self, task: Any) -> None:
-        self._emit(task, PENDING)
-
-    def task_started(self, task: Any, worker_host: str | None) -> None:
-        self._emit(task, RUNNING, worker_host)
-
-    def task_finished(self, task: Any, successful: bool) -> None:
-        self._emit(task, DONE if successful else FAILED)
-
-    def _emit(self, task: Any, event_name: str, host: str | None = None) -> None:
-        caller = current_caller.get()
-        uid = f"{self._uid_prefix}{next(self._uid_counter):x}"
-        # Cleaned here, once: the writer and the spool only ever see storable events. Only the
-        # public parameters, as luigi's own API shows them: a task's private and hidden ones
-        # (passwords, tokens) must not reach the database or the history pages.
-        event = make_event(uid, task.id, task.family or "", task.public_params, event_name, time.time(), host,
-                           caller.principal.name if caller else None)
-        self.stats.emitted += 1
-        try:
-            self._queue.put_nowait(event)
-        except queue.Full:
-            self._queue_drops.add(1, f"{event_name} of {event.task_id[:100]!a}")
-
     # ---- state ---------------------------------------------------------------------------------
 
     @property
-    def healthy(self) -> bool:
-        """False while the database is down, events wait in the spool, or events were just dropped
-        or set aside."""
-        return (self.db_state != "down" and self.spool.pending_events == 0 and self._thread.is_alive()
-                and not any(losses.recent() for losses in self._losses()))
+    def alive(self) -> bool:
+        """True while the writer thread runs."""
+        return self._thread.is_alive()
 
-    def _losses(self) -> tuple[_LossLog, ...]:
-        return self._queue_drops, self._spool_drops, self._dead_letter_drops, self._refusals
+    @property
+    def losses(self) -> tuple[LossLog, ...]:
+        """The events this thread dropped or set aside, by cause."""
+        return self._spool_drops, self._dead_letter_drops, self._refusals
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "backend": self.settings.backend,
-            "database": describe(self.settings),
-            "state": "ok" if self.healthy else "degraded",
-            "database_state": self.db_state,
-            "last_error": self.last_error,
-            "queued": self._queue.qsize(),
-            "spool_events": self.spool.pending_events,
-            "spool_bytes": self.spool.size,
-            "spool_limit_bytes": self.spool.limit,
-            "emitted": self.stats.emitted,
-            "written": self.stats.written,
-            "spooled": self.stats.spooled,
-            "replayed": self.stats.replayed,
-            "dropped": self._queue_drops.count + self._spool_drops.count + self._dead_letter_drops.count,
-            "dead_lettered": self._refusals.count,
-        }
+    @property
+    def dropped(self) -> int:
+        """Events this thread lost (spool or dead-letter file full or not writable)."""
+        return self._spool_drops.count + self._dead_letter_drops.count
+
+    @property
+    def dead_lettered(self) -> int:
+        """Events the database refused, kept in the dead-letter file."""
+        return self._refusals.count
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -200,11 +114,10 @@ class HistoryService(TaskHistory):
         self.spool.open()
         if self.settings.backend == "postgresql" and self.settings.is_insecure:
             log.warning("INSECURE: task history database %s is reached with sslmode=%s ([history] allow_insecure "
-                        "= true): its identity is not verified", describe(self.settings), self.settings.sslmode)
+                        "= true): its identity is not verified", self.database, self.settings.sslmode)
         self._store = EventStore(make_engine(self.settings, pool_size=1), owns_schema=self.settings.backend == "sqlite")
         self._thread.start()
-        log.info("Task history: %s (events queued in memory, written by a background thread)",
-                 describe(self.settings))
+        log.info("Task history: %s (events queued in memory, written by a background thread)", self.database)
 
     def close(self) -> None:
         """Flush the queue (to the database, or to the spool) and stop the writer."""
@@ -227,7 +140,7 @@ class HistoryService(TaskHistory):
                 self._handle(batch)
             except Exception as exc:  # the writer must survive anything, or history stops silently
                 self._unexpected(exc)
-        log.info("Task history writer stopped: %d written, %d in the spool", self.stats.written,
+        log.info("Task history writer stopped: %d written, %d in the spool", self.counters.written,
                  self.spool.pending_events)
 
     def _next_batch(self, wait: bool) -> list[Event]:
@@ -275,9 +188,9 @@ class HistoryService(TaskHistory):
             half = len(events) // 2
             left = self._store_events(events[:half], replay=replay)
             return left + events[half:] if left else self._store_events(events[half:], replay=replay)
-        self.stats.written += stored
+        self.counters.written += stored
         if replay:
-            self.stats.replayed += stored
+            self.counters.replayed += stored
         return []
 
     def _set_aside(self, event: Event, exc: BaseException) -> None:
@@ -309,7 +222,7 @@ class HistoryService(TaskHistory):
             return False
         if self.db_state == "down":
             log.warning("Task history database %s is reachable again after %.0fs; replaying %d spooled event(s)",
-                        describe(self.settings), now - self._down_since, self.spool.pending_events)
+                        self.database, now - self._down_since, self.spool.pending_events)
         self.db_state = "ok"
         self.last_error = None
         return True
@@ -340,7 +253,7 @@ class HistoryService(TaskHistory):
             self._down_since = self._last_reminder = now
             log.error("TASK HISTORY DEGRADED: database %s unavailable (%s). Events are spooled to %s and written "
                       "when it is back; /healthz reports degraded. Retrying every %.0fs.",
-                      describe(self.settings), self.last_error, self.spool.path, self.settings.retry_interval)
+                      self.database, self.last_error, self.spool.path, self.settings.retry_interval)
         self.db_state = "down"
 
     def _remind(self) -> None:
@@ -360,7 +273,7 @@ class HistoryService(TaskHistory):
             self._spool_drops.add(len(batch), f"writing {self.spool.path} failed: {exc}")
             return
         if stored:
-            self.stats.spooled += len(batch)
+            self.counters.spooled += len(batch)
         else:
             first = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(batch[0].ts))
             self._spool_drops.add(len(batch), f"first lost event of this batch at {first}")
@@ -387,10 +300,6 @@ class HistoryService(TaskHistory):
             log.error("Task history: the replay offset %s cannot be saved (%s); replay goes on, and after a "
                       "restart the events since the last saved offset are replayed again (stored once)",
                       self.spool.offset_path, exc)
-
-
-def _dropped(what: str) -> _LossLog:
-    return _LossLog("TASK HISTORY EVENTS DROPPED", "not recorded", what)
 
 
 # The database cannot be used right now (down, unreachable, timed out, permissions, wrong schema
