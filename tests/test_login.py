@@ -14,9 +14,9 @@ import pytest
 import requests
 
 from conftest import Server, write_config
+from luigi_appliance.auth.session import COOKIE_TLS, SessionStore
 from luigi_appliance.config import load_settings
 from luigi_appliance.errors import ConfigError
-from luigi_appliance.server.session import COOKIE_TLS, SessionStore
 
 ADMIN_PASSWORD = "admin-password-123"  # what tests/conftest.py's configured_server creates
 NAVIGATE = {"Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document", "Sec-Fetch-Site": "none",

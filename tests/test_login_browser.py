@@ -18,7 +18,7 @@ import requests
 from test_visualiser_browser import DevTools, index_url
 
 from conftest import Server
-from luigi_appliance.server.session import COOKIE_TLS
+from luigi_appliance.auth.session import COOKIE_TLS
 
 FAILED_TASK = "LoginFailed_5e6f"
 

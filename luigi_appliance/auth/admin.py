@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import TextIO
 
 from luigi_appliance.auth import Principal
-from luigi_appliance.auth.ldap import LdapVerifier
-from luigi_appliance.auth.local import UsersFile, local_principal
-from luigi_appliance.auth.tokens import TokenService, default_keys_file, rotate_keys
+from luigi_appliance.auth.ldap import ldap_backend
+from luigi_appliance.auth.registry import account_backend
+from luigi_appliance.auth.tokens import TokenService, keys_file, rotate_keys
 from luigi_appliance.config import Settings
 from luigi_appliance.errors import ApplianceError
-
-
-def keys_file(settings: Settings) -> Path:
-    return settings.tokens.keys_file or default_keys_file(settings.state.dir)
 
 
 def ldap_test(settings: Settings, user: str | None, password: Callable[[], str] | None, out: TextIO) -> int:
@@ -24,7 +19,7 @@ def ldap_test(settings: Settings, user: str | None, password: Callable[[], str] 
     Exit status 0 when everything asked for worked, 1 otherwise."""
     if "ldap" not in settings.auth.backends:
         raise ApplianceError("[auth] backend does not include ldap: nothing to test")
-    verifier = LdapVerifier(settings.ldap, settings.auth)
+    verifier = ldap_backend(settings)
     print(f"servers: {' '.join(settings.ldap.servers)}", file=out)
     # A lookup binds the search account first; an unknown name still proves the bind worked.
     probe = user or "luigi-appliance-ldap-test-probe"
@@ -55,16 +50,10 @@ def ldap_test(settings: Settings, user: str | None, password: Callable[[], str] 
 def lookup_principal(settings: Settings, name: str) -> Principal:
     """The principal a name would get, from the configured backends, without a password."""
     for backend in settings.auth.backends:
-        if backend == "local":
-            record = UsersFile(settings.auth.users_file).read().get(name)
-            if record is not None:
-                return local_principal(record, settings.auth)
-        else:
-            verifier = LdapVerifier(settings.ldap, settings.auth)
-            found = verifier.lookup(name)
-            principal = verifier.principal_for(name, found) if found else None
-            if principal is not None:
-                return principal
+        # Built one at a time: a name the users file knows never waits for the directory.
+        principal = account_backend(backend, settings).principal(name)
+        if principal is not None:
+            return principal
     raise ApplianceError(f"no account {name!r} with a role in the configured backends "
                          f"({', '.join(settings.auth.backends)})")
 

@@ -35,14 +35,18 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from tornado.httputil import HTTPServerRequest
 
 from luigi_appliance.audit import AuditLog
-from luigi_appliance.auth import AuthUnavailable, LockedOut, Principal
+from luigi_appliance.auth import AccountBackend, AuthUnavailable, LockedOut, Principal
 from luigi_appliance.auth.names import NameDisplay, name_problem
+from luigi_appliance.auth.registry import account_backends, register_scheme
 from luigi_appliance.auth.throttle import LoginThrottle
+
+if TYPE_CHECKING:
+    from luigi_appliance.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -54,24 +58,6 @@ MAX_FAILURE_DELAY = 1.0
 RECHECK_DOWN_AFTER = 30.0
 
 _T = TypeVar("_T")
-
-
-class PasswordVerifier(Protocol):
-    backend: str
-
-    def verify(self, name: str, password: str) -> Principal | None:
-        """The principal for a name and password; None if wrong or unknown. May block."""
-
-    def principal(self, name: str) -> Principal | None:
-        """The account's principal now, without a password; None if it has none. May block."""
-
-    def knows(self, name: str) -> bool:
-        """True when the name is one of this backend's accounts, known without any I/O."""
-
-    def check_username(self, name: str) -> bool:
-        """Whether ``name`` has the shape of a user name of this backend."""
-
-    def reload(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -110,7 +96,7 @@ def client_address(source: str) -> str | None:
 class BasicAuthenticator:
     """Authenticator for ``Authorization: Basic`` against ordered password verifiers."""
 
-    def __init__(self, verifiers: list[PasswordVerifier], ttl: float, *, grace: float = 0.0,
+    def __init__(self, verifiers: list[AccountBackend], ttl: float, *, grace: float = 0.0,
                  throttle: LoginThrottle | None = None, audit: AuditLog | None = None, kdf_threads: int = 2):
         self._verifiers = verifiers
         self._ttl = ttl
@@ -186,12 +172,12 @@ class BasicAuthenticator:
             self._cache[key] = _Cached(principal, now + self._ttl)
         return principal
 
-    def _ordered(self, name: str) -> list[PasswordVerifier]:
+    def _ordered(self, name: str) -> list[AccountBackend]:
         """The configured order, with the backends that know the name in memory first."""
         first = [v for v in self._verifiers if v.knows(name)]
         return first + [v for v in self._verifiers if v not in first]
 
-    async def _run(self, verifier: PasswordVerifier, call: Callable[..., _T], *args: str) -> _T:
+    async def _run(self, verifier: AccountBackend, call: Callable[..., _T], *args: str) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._pools[id(verifier)], call, *args)
 
     async def _verify(self, name: str, password: str) -> Principal | None:
@@ -286,3 +272,15 @@ class BasicAuthenticator:
     def close(self) -> None:
         for pool in self._pools.values():
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def password_authenticator(settings: Settings, audit: AuditLog | None) -> BasicAuthenticator:
+    """Names and passwords, checked by the [auth] backends in their configured order."""
+    auth = settings.auth
+    throttle = LoginThrottle(auth.failure_limit, auth.failure_window, auth.lockout)
+    return BasicAuthenticator(account_backends(settings), ttl=auth.cache_ttl, grace=settings.ldap.outage_grace,
+                              throttle=throttle, audit=audit)
+
+
+# The Basic scheme is the shared password check itself (built once, by password_authenticator).
+register_scheme("basic", lambda context: context.accounts)

@@ -35,7 +35,8 @@ from ldap3.utils.conv import escape_filter_chars
 
 from luigi_appliance.auth import AuthUnavailable, Principal
 from luigi_appliance.auth.groups import roles_and_families
-from luigi_appliance.config import AuthSettings, LdapSettings
+from luigi_appliance.auth.registry import register_backend
+from luigi_appliance.config import AuthSettings, LdapSettings, Settings
 from luigi_appliance.inifile import normalise_key
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def _closing(conn: ldap3.Connection) -> Iterator[ldap3.Connection]:
 
 
 class LdapVerifier:
-    """A PasswordVerifier (see auth/basic.py) backed by the directory. Thread-safe."""
+    """The ``ldap`` account backend (an AccountBackend, see auth/__init__.py). Thread-safe."""
 
     backend = "ldap"
 
@@ -253,3 +254,11 @@ class LdapVerifier:
         else:
             parents = self._search_groups(conn, entries[0]["dn"], entries[0]["dn"])
         return (str(name) if name else None), parents
+
+
+def ldap_backend(settings: Settings) -> LdapVerifier:
+    """``[auth] backend = ldap``: the directory of the ``[ldap]`` section."""
+    return LdapVerifier(settings.ldap, settings.auth)
+
+
+register_backend(LdapVerifier.backend, ldap_backend)

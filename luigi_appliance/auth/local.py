@@ -18,7 +18,8 @@ from pathlib import Path
 from luigi_appliance.auth import Principal, Role
 from luigi_appliance.auth.groups import families_for
 from luigi_appliance.auth.passwords import dummy_hash, hash_password, is_valid_hash, verify_password
-from luigi_appliance.config import AuthSettings
+from luigi_appliance.auth.registry import register_backend
+from luigi_appliance.config import AuthSettings, Settings
 from luigi_appliance.errors import UsersFileError
 from luigi_appliance.secret_values import secret_file_problem, write_private_file
 
@@ -153,7 +154,8 @@ class UsersFile:
 
 
 class LocalVerifier:
-    """Checks name/password pairs against the users file held in memory."""
+    """The ``local`` account backend: name/password pairs checked against the users file held
+    in memory."""
 
     backend = BACKEND
 
@@ -193,3 +195,11 @@ class LocalVerifier:
 
     def check_username(self, name: str) -> bool:
         return bool(USERNAME.fullmatch(name))
+
+
+def local_backend(settings: Settings) -> LocalVerifier:
+    """``[auth] backend = local``: the accounts of ``[auth] users_file``."""
+    return LocalVerifier(UsersFile(settings.auth.users_file), settings.auth)
+
+
+register_backend(BACKEND, local_backend)

@@ -1,11 +1,14 @@
 """Short-lived bearer tokens for workers, so a pipeline run binds to LDAP once, not per RPC.
 
+This module issues and verifies tokens and keeps their keys; the ``bearer`` scheme that accepts
+them on requests is ``auth/bearer.py``.
+
 ``POST /auth/token`` with name and password (HTTP Basic) returns a token. A token is a Fernet
 token (AES-128-CBC + HMAC-SHA256, from ``cryptography``) over the principal (name, role, groups,
 task-family patterns) with its issue time; the scheduler accepts it for ``[tokens] ttl``.
 
 A token names an account; what the account may do is what it may do now. On every use the
-token's account is checked against the current accounts (``AccountCheck.current``): once per
+token's account is checked against the current accounts (auth/bearer.py): once per
 account after each reload (SIGHUP) and at start, then remembered until the next reload, so a
 deleted or demoted account's token is refused or demoted right after the reload, like its
 browser sessions and Basic logins, while a call costs a few dictionary lookups (no decryption).
@@ -26,21 +29,21 @@ import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from tornado.httputil import HTTPServerRequest
 
-from luigi_appliance.auth import AuthUnavailable, Principal, Role
+from luigi_appliance.auth import Principal, Role
 from luigi_appliance.errors import ApplianceError, SecretError
 from luigi_appliance.secret_values import read_secret_file, secret_file_problem, write_private_file
+
+if TYPE_CHECKING:
+    from luigi_appliance.config import Settings
 
 log = logging.getLogger(__name__)
 
 KEEP_KEYS = 3
 MAX_VERIFIED = 10_000
-# A token kept as issued while its account could not be checked is checked again after this.
-RECHECK_UNCONFIRMED_AFTER = 30.0
 TOKEN_BACKEND_PREFIX = "token:"  # noqa: S105 - a label, not a secret
 _VERSION = 1
 
@@ -191,96 +194,11 @@ class TokenService:
             log.error("Keeping the previous token keys: %s", exc)
 
 
-class AccountCheck(Protocol):
-    """What tokens are checked against: the current accounts (BasicAuthenticator)."""
-
-    generation: int
-
-    async def current(self, backend: str, name: str) -> Principal | None: ...
-
-
-class BearerAuthenticator:
-    """Authenticator for ``Authorization: Bearer <token>``.
-
-    The token's principal is replaced by what its account is now (``AccountCheck.current``):
-    refused when the account is gone or has no role, with its current role, groups and
-    families otherwise. While the backend cannot say (the directory is down), the token keeps
-    the principal it was issued with when ``keep_during_outage`` (an ``[ldap] outage_grace``
-    above 0), else the answer is 503.
-    """
-
-    def __init__(self, tokens: TokenService, accounts: AccountCheck, *, keep_during_outage: bool = True):
-        self.tokens = tokens
-        self._accounts = accounts
-        self._keep_during_outage = keep_during_outage
-        # Token -> its principal now (None: refused), for the accounts' current generation.
-        self._checked: dict[str, Principal | None] = {}
-        # Tokens kept as issued while their account could not be checked -> when to ask again.
-        self._unconfirmed: dict[str, float] = {}
-        self._generation = accounts.generation
-
-    async def authenticate(self, request: HTTPServerRequest) -> Principal | None:
-        header = request.headers.get("Authorization", "")
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
-            return None
-        token = value.strip()
-        claimed = self.tokens.verify(token)
-        if claimed is None:
-            log.warning("Refused an invalid or expired bearer token from %s", request.remote_ip)
-            return None
-        if self._generation != self._accounts.generation:
-            self._checked.clear()
-            self._unconfirmed.clear()
-            self._generation = self._accounts.generation
-        principal = self._checked.get(token, claimed)
-        if token in self._checked and not (self._unconfirmed and self._due(token)):
-            return principal
-        return await self._check(token, claimed)
-
-    def _due(self, token: str) -> bool:
-        again = self._unconfirmed.get(token)
-        return again is not None and again <= time.monotonic()
-
-    async def _check(self, token: str, claimed: Principal) -> Principal | None:
-        backend = claimed.backend.removeprefix(TOKEN_BACKEND_PREFIX)
-        generation = self._generation
-        try:
-            account = await self._accounts.current(backend, claimed.name)
-        except AuthUnavailable as exc:
-            if not self._keep_during_outage:
-                raise
-            log.warning("Accepting the bearer token of %r as issued: its account cannot be checked now (%s)",
-                        claimed.name, exc)
-            self._remember(generation, token, claimed, unconfirmed=True)
-            return claimed
-        principal = None if account is None else Principal(
-            account.name, account.role, TOKEN_BACKEND_PREFIX + account.backend, account.groups, account.families)
-        if principal is None:
-            log.warning("Refused the bearer token of %r: the account no longer exists or has no role", claimed.name)
-        elif principal.role != claimed.role:
-            log.info("The bearer token of %r now carries role %s (issued with %s)", claimed.name,
-                     principal.role, claimed.role)
-        self._remember(generation, token, principal, unconfirmed=False)
-        return principal
-
-    def _remember(self, generation: int, token: str, principal: Principal | None, *, unconfirmed: bool) -> None:
-        if generation != self._generation or generation != self._accounts.generation:
-            return  # a reload happened meanwhile: the next use checks again
-        if len(self._checked) >= MAX_VERIFIED:
-            # Re-checking is cheap: the accounts remember their answers for the generation.
-            self._checked.clear()
-            self._unconfirmed.clear()
-        self._checked[token] = principal
-        if unconfirmed:
-            self._unconfirmed[token] = time.monotonic() + RECHECK_UNCONFIRMED_AFTER
-        else:
-            self._unconfirmed.pop(token, None)
-
-    def reload(self) -> None:
-        self.tokens.reload()
-
-
 def default_keys_file(state_dir: Path) -> Path:
     return state_dir / "token.keys"
+
+
+def keys_file(settings: Settings) -> Path:
+    """``[tokens] keys_file``, by default ``token.keys`` in the state directory."""
+    return settings.tokens.keys_file or default_keys_file(settings.state.dir)
 

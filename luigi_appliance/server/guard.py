@@ -19,7 +19,7 @@ from tornado.httputil import HTTPServerRequest
 
 from luigi_appliance import policy
 from luigi_appliance.audit import AuditLog
-from luigi_appliance.auth import Authenticator, AuthUnavailable, LockedOut, Principal
+from luigi_appliance.auth import Authenticator, AuthError, CsrfRefused, LockedOut, Principal
 from luigi_appliance.auth.context import Caller, current_caller
 from luigi_appliance.policy import MethodRule, RouteRule
 from luigi_appliance.server.client_address import ClientAddresses
@@ -94,6 +94,17 @@ class Refused(Exception):
         self.headers = headers or {}
 
 
+def auth_refusal(exc: AuthError) -> Refused:
+    """The HTTP answer to an authentication that raised instead of answering yes or no."""
+    if isinstance(exc, LockedOut):
+        return Refused(429, "too many failed logins", {"Retry-After": str(int(exc.retry_after) + 1)})
+    if isinstance(exc, CsrfRefused):
+        return Refused(403, str(exc))
+    # AuthUnavailable, and fail closed for any other: nobody can tell who is calling right now.
+    log.error("Authentication backend unavailable: %s", exc)
+    return Refused(503, "authentication backend unavailable")
+
+
 class GuardMixin(tornado.web.RequestHandler):
     """Mixed in front of a Luigi handler class by ``guarded()``."""
 
@@ -117,9 +128,14 @@ class GuardMixin(tornado.web.RequestHandler):
         self.request.remote_ip = self.guard.client_addresses.source(self.request)
         try:
             await self._check()
+        except AuthError as exc:
+            self._refuse(auth_refusal(exc))
         except Refused as refusal:
-            # send_error() clears headers first, so write_error() sets the refusal's own.
-            self.send_error(refusal.status, reason_text=refusal.reason, extra_headers=refusal.headers)
+            self._refuse(refusal)
+
+    def _refuse(self, refusal: Refused) -> None:
+        # send_error() clears headers first, so write_error() sets the refusal's own.
+        self.send_error(refusal.status, reason_text=refusal.reason, extra_headers=refusal.headers)
 
     async def _check(self) -> None:
         rule = self.route_rule
@@ -143,14 +159,9 @@ class GuardMixin(tornado.web.RequestHandler):
             self._check_rpc(principal)
 
     async def _authenticate(self) -> Principal | None:
+        """The first principal a credential scheme finds; an AuthError ends the search."""
         for authenticator in self.guard.authenticators:
-            try:
-                principal = await authenticator.authenticate(self.request)
-            except AuthUnavailable as exc:
-                log.error("Authentication backend unavailable: %s", exc)
-                raise Refused(503, "authentication backend unavailable") from None
-            except LockedOut as exc:
-                raise Refused(429, "too many failed logins", {"Retry-After": str(int(exc.retry_after) + 1)}) from None
+            principal = await authenticator.authenticate(self.request)
             if principal is not None:
                 return principal
         return None
@@ -245,7 +256,7 @@ class HealthHandler(GuardMixin):
 class NotFoundHandler(GuardMixin):
     """Unknown paths: authenticated first, so anonymous clients learn nothing about the app."""
 
-    def prepare(self):  # type: ignore[override]
+    def prepare(self):
         return self._prepare_then_404()
 
     async def _prepare_then_404(self) -> None:

@@ -1,4 +1,4 @@
-"""``/login`` and ``/logout``: the browser's way in and out (sessions: ``server/session.py``).
+"""``/login`` and ``/logout``: the browser's way in and out (sessions: ``auth/session.py``).
 
 The login form is itself protected against login CSRF (a page elsewhere logging the victim in as
 the attacker): the guard refuses cross-origin POSTs, the cookie is SameSite=Strict, and the form
@@ -17,8 +17,8 @@ import secrets
 from urllib.parse import urlsplit
 
 from luigi_appliance.auth import AuthUnavailable, LockedOut
+from luigi_appliance.auth.session import SessionAuthenticator, tokens_match
 from luigi_appliance.server.guard import GuardMixin
-from luigi_appliance.server.session import SessionAuthenticator, tokens_match
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class LoginHandler(GuardMixin):
     def initialize(self, pages: LoginPages | None) -> None:
         self._pages = pages
 
-    def prepare(self):  # type: ignore[override]
+    def prepare(self):
         return self._prepare_enabled()
 
     async def _prepare_enabled(self) -> None:
@@ -146,8 +146,9 @@ class LoginHandler(GuardMixin):
 
     def _form_token_ok(self) -> bool:
         cookie = self.get_cookie(self.pages.form_cookie)
-        return bool(cookie) and tokens_match(self.get_body_argument("login_token", None),
-                                             self.pages.form_token(cookie))
+        if not cookie:
+            return False
+        return tokens_match(self.get_body_argument("login_token", None), self.pages.form_token(cookie))
 
     def _form(self, target: str, message: str = "", status: int = 200) -> None:
         """The form, with a fresh form cookie and the token that matches it."""
@@ -187,6 +188,8 @@ class LogoutHandler(GuardMixin):
 
 
 def routes(sessions: SessionAuthenticator | None) -> list[tuple[str, type, dict]]:
+    """What the session scheme brings: the login and logout pages. Without the scheme they
+    still exist (every route is classified in the policy) but answer 404."""
     pages = LoginPages(sessions) if sessions is not None else None
     return [
         (r"/login", LoginHandler, {"pages": pages}),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from luigi_appliance.auth.basic import BasicAuthenticator, parse_basic
+from luigi_appliance.auth import Accounts
+from luigi_appliance.auth.basic import parse_basic
+from luigi_appliance.auth.bearer import BearerAuthenticator
 from luigi_appliance.auth.tokens import TokenService
 from luigi_appliance.server.guard import GuardMixin
 
@@ -18,7 +20,7 @@ class TokenHandler(GuardMixin):
     verified them) and the token names their principal.
     """
 
-    def initialize(self, tokens: TokenService, passwords: BasicAuthenticator) -> None:
+    def initialize(self, tokens: TokenService, passwords: Accounts) -> None:
         self._tokens = tokens
         self._passwords = passwords
 
@@ -36,3 +38,10 @@ class TokenHandler(GuardMixin):
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps({"token_type": "Bearer", "access_token": issued.token,
                                 "expires_in": issued.expires_in}))
+
+
+def routes(bearer: BearerAuthenticator | None) -> list[tuple[str, type, dict]]:
+    """What the bearer scheme brings: ``/auth/token``, served only when tokens are accepted."""
+    if bearer is None:
+        return []
+    return [(r"/auth/token", TokenHandler, {"tokens": bearer.tokens, "passwords": bearer.accounts})]

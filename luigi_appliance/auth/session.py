@@ -1,4 +1,4 @@
-"""Browser sessions: a cookie instead of HTTP Basic for people using the visualiser.
+"""The ``session`` credential scheme: a cookie instead of HTTP Basic for people using the visualiser.
 
 A browser that gets a Basic challenge shows its own password dialog, keeps resending the password
 with every request (also with requests other sites make it send) and cannot log out. So people
@@ -28,8 +28,8 @@ from typing import Protocol
 
 from tornado.httputil import HTTPServerRequest
 
-from luigi_appliance.auth import Principal
-from luigi_appliance.server.guard import Refused
+from luigi_appliance.auth import CsrfRefused, Principal
+from luigi_appliance.auth.registry import SchemeContext, register_scheme
 
 COOKIE_TLS = "__Host-luigi-session"  # __Host-: only set by this host, Secure, Path=/, no Domain
 COOKIE_PLAIN = "luigi-session"  # the prefix needs Secure, impossible over plain HTTP
@@ -151,7 +151,7 @@ class SessionAuthenticator:
                                                                     session.csrf_token):
             # A live session cookie on a state-changing request without the page's token: a
             # forged request. Refused outright rather than passed on to the next authenticator.
-            raise Refused(403, "CSRF token missing or wrong")
+            raise CsrfRefused("CSRF token missing or wrong")
         return session.principal
 
     def start(self, principal: Principal, previous_id: str | None) -> tuple[str, Session]:
@@ -163,3 +163,14 @@ class SessionAuthenticator:
     def reload(self) -> None:
         """End every session: a deleted account or a changed role must not live on in a cookie."""
         self.store.clear()
+
+
+def session_scheme(context: SchemeContext) -> SessionAuthenticator:
+    """Browser sessions from /login (in memory only); their passwords go through the accounts'
+    shared check."""
+    session = context.settings.session
+    return SessionAuthenticator(session.idle_timeout, session.absolute_timeout, context.accounts,
+                                secure=context.secure)
+
+
+register_scheme("session", session_scheme)
