@@ -339,7 +339,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "level": Key(choice("debug", "info", "warning", "error"), "info"),
         "format": Key(choice("auto", "journal", "text"), "auto"),
     },
-    # Browser login sessions (server/session.py).
+    # Browser login sessions (auth/session.py).
     "session": {
         "idle_timeout": Key(duration_range(1, 86400), 1800.0),
         "absolute_timeout": Key(duration_range(1, 30 * 86400), 28800.0),

@@ -22,7 +22,6 @@ opened with O_NOFOLLOW or checked first, and what it writes goes to a new tempor
 
 from __future__ import annotations
 
-import collections
 import errno
 import hashlib
 import hmac
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from luigi_appliance.errors import StateError
+from luigi_appliance.luigi_internals.scheduler import install_state, luigi_state
 from luigi_appliance.secret_values import read_secret_file, write_private_file
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ class EncodedSnapshot:
 def capture(scheduler: Any, worker_bindings: dict[str, str], generation: int) -> dict[str, Any]:
     """The payload of a snapshot: luigi's state as its own dump() would pickle it, and ours."""
     return {"format": PAYLOAD_FORMAT, "generation": generation,
-            "luigi": scheduler._state.get_state(), "worker_bindings": worker_bindings}
+            "luigi": luigi_state(scheduler), "worker_bindings": worker_bindings}
 
 
 def decode(payload: Any) -> Snapshot | str:
@@ -185,19 +185,9 @@ def decode(payload: Any) -> Snapshot | str:
 
 def restore(scheduler: Any, snapshot: Snapshot) -> None:
     """Install luigi's state the way its SimpleTaskState.load() does, minus the unpickling."""
-    task_state = scheduler._state
-    task_state.set_state(snapshot.luigi_state)
-    task_state._status_tasks = collections.defaultdict(dict)
-    for task in task_state._tasks.values():
-        task_state._status_tasks[task.status][task.id] = task
+    size = install_state(scheduler, snapshot.luigi_state)
     log.info("Restored %d tasks, %d workers and %d worker bindings from the signed snapshot (generation %d)",
-             len(task_state._tasks), len(task_state._active_workers), len(snapshot.worker_bindings),
-             snapshot.generation)
-
-
-def is_live_worker(scheduler: Any, worker_id: str) -> bool:
-    """Whether luigi still counts ``worker_id`` among its active workers (not pruned yet)."""
-    return worker_id in scheduler._state._active_workers
+             size.tasks, size.workers, len(snapshot.worker_bindings), snapshot.generation)
 
 
 class GenerationFile:

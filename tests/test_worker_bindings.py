@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from conftest import Server, cli, client_conf
-from luigi_appliance import state
+from luigi_appliance.luigi_internals.scheduler import is_live_worker
 from luigi_appliance.server.worker_bindings import WorkerBindings
 
 PASSWORD = "worker-password-123"
@@ -87,7 +87,7 @@ def test_a_principal_minting_ids_is_capped_without_evicting_live_workers(configu
 def test_full_table_drops_only_bindings_of_workers_luigi_no_longer_knows() -> None:
     # The limits (1000 per principal, 100,000 in all) with small numbers, against luigi's own scheduler.
     scheduler = luigi.scheduler.Scheduler(worker_disconnect_delay=3600)
-    bindings = WorkerBindings(functools.partial(state.is_live_worker, scheduler), per_principal=3, total=4)
+    bindings = WorkerBindings(functools.partial(is_live_worker, scheduler), per_principal=3, total=4)
     for worker, principal in [("a1", "alice"), ("b1", "bob"), ("b2", "bob"), ("gone", "bob")]:
         assert bindings.claim(worker, principal) is None
     for worker in ("a1", "b1", "b2"):

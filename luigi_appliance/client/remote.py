@@ -16,13 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import luigi.interface
 import luigi.rpc
 import requests
-import tenacity
 
 from luigi_appliance.client.credentials import Credentials
 from luigi_appliance.errors import ApplianceError
+from luigi_appliance.luigi_internals.worker import ConfiguredRemoteScheduler, LuigiSchedulerFactory
 
 log = logging.getLogger(__name__)
 
@@ -121,22 +120,18 @@ class _Fetcher(luigi.rpc.RequestsFetcher):
         return resp.text
 
 
-class AuthenticatedRemoteScheduler(luigi.rpc.RemoteScheduler):
+class AuthenticatedRemoteScheduler(ConfiguredRemoteScheduler):
     def __init__(self, url: str, credentials: Credentials, ca_file: Path | None,
                  connect_timeout: float, retry_attempts: int, retry_wait: float, use_token: bool = True):
-        super().__init__(url=url, connect_timeout=connect_timeout)
-        self._rpc_retry_attempts = retry_attempts
-        self._rpc_retry_wait = retry_wait
         verify: str | bool = str(ca_file) if ca_file else True
         token_url = url.rstrip("/") + "/auth/token"
         token_auth = TokenAuth(token_url, credentials, verify, connect_timeout) if use_token else None
-        self._fetcher = _Fetcher(credentials, verify, token_auth)
+        # A refusal is final: retrying with the same credentials cannot help.
+        super().__init__(url, connect_timeout, _Fetcher(credentials, verify, token_auth), retry_attempts,
+                         retry_wait, never_retry=SchedulerRefused)
 
-    def _get_retryer(self) -> tenacity.Retrying:
-        return super()._get_retryer().copy(retry=tenacity.retry_if_not_exception_type(SchedulerRefused))
 
-
-class WorkerSchedulerFactory(luigi.interface._WorkerSchedulerFactory):
+class WorkerSchedulerFactory(LuigiSchedulerFactory):
     """Hands luigi our scheduler client whatever URL luigi's own configuration names."""
 
     def __init__(self, make_scheduler: Any):

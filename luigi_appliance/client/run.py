@@ -6,13 +6,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import luigi.interface
 from luigi.execution_summary import LuigiStatusCode
 
 from luigi_appliance.client.credentials import load_credentials
 from luigi_appliance.client.remote import AuthenticatedRemoteScheduler, WorkerSchedulerFactory
 from luigi_appliance.client.settings import load_client_settings
 from luigi_appliance.dag.command import preflight
+from luigi_appliance.luigi_internals.worker import run_luigi
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def run(options: RunOptions) -> int:
                                             settings.connect_timeout, settings.retry_attempts, settings.retry_wait,
                                             use_token=settings.auth == "token")
 
-    result = luigi.interface._run(luigi_args, worker_scheduler_factory=WorkerSchedulerFactory(make_scheduler))
+    result = run_luigi(luigi_args, WorkerSchedulerFactory(make_scheduler))
     if result.status in _OK and result.scheduling_succeeded:
         return EXIT_OK
     if result.status in _FAILED:

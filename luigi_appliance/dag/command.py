@@ -11,6 +11,7 @@ from luigi.cmdline_parser import CmdlineParser
 
 from luigi_appliance.dag.check import ERROR, DagReport, Problem, check_task
 from luigi_appliance.dag.render import RENDERERS, render_problems, render_summary
+from luigi_appliance.luigi_internals.worker import root_task_class
 
 EXIT_CLEAN = 0
 EXIT_PROBLEMS = 1
@@ -27,7 +28,7 @@ class RootUnavailable(Exception):
 def root_task(luigi_args: list[str]) -> luigi.Task:
     """The task named on the command line, as luigi's own parser builds it."""
     with CmdlineParser.global_instance(luigi_args) as parser:
-        task_cls = parser._get_task_cls()
+        task_cls = root_task_class(parser)
         try:
             return parser.get_task_obj()
         except (luigi.parameter.ParameterException, ValueError, TypeError) as exc:

@@ -18,14 +18,11 @@ every snapshot. So every call is refused with a one-line reason (400, or 413 for
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import luigi.scheduler
-
+from luigi_appliance.luigi_internals.rpc_signatures import SIGNATURES
 from luigi_appliance.server.task_access import DECLARED_FAMILY, TASK_ARGUMENT
 
 # Luigi's own calls nest three levels at most (add_worker's info: object > list > pair).
@@ -67,30 +64,6 @@ def _too_deep(value: Any) -> bool:
         children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return False
-
-
-@dataclass(frozen=True)
-class Signature:
-    """What a scheduler method takes: ``known`` None when it takes any keyword (``**kwargs``)."""
-
-    required: frozenset[str]
-    known: frozenset[str] | None
-
-
-# Luigi asserts these itself (or reads them from **kwargs), with a traceback when they are missing.
-_ALSO_REQUIRED = {"add_task": {"worker"}, "get_work": {"worker"}, "ping": {"worker"}}
-
-
-def _signature(method: str) -> Signature:
-    parameters = list(inspect.signature(getattr(luigi.scheduler.Scheduler, method)).parameters.values())[1:]
-    named = [p for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    required = {p.name for p in named if p.default is p.empty} | _ALSO_REQUIRED.get(method, set())
-    any_keyword = any(p.kind == p.VAR_KEYWORD for p in parameters)
-    return Signature(frozenset(required), None if any_keyword else frozenset(p.name for p in named))
-
-
-# Luigi's base class, not the appliance's subclass (whose overrides pass **kwargs through).
-SIGNATURES: dict[str, Signature] = {name: _signature(name) for name in luigi.scheduler.RPC_METHODS}
 
 
 def _number(value: Any) -> bool:

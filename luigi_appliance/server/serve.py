@@ -1,99 +1,49 @@
 """``luigi-appliance serve``: the scheduler process.
 
-Owns the IOLoop, the HTTPS server, periodic pruning and signed snapshots, signals and the
-systemd notifications. Blocking work (fsync of snapshots, password hashing) runs in worker threads
-so the scheduler's single loop thread keeps answering RPCs.
+Composes the daemon's parts from the settings (``_Server``), in the order they start; SIGHUP
+reloads them in that order, SIGTERM/SIGINT closes them in reverse (lifecycle.py). Owns the
+IOLoop, the HTTPS listener, signals and the systemd notifications. Blocking work (fsync of
+snapshots, password hashing) runs in worker threads so the scheduler's single loop thread keeps
+answering RPCs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
 import logging
 import os
 import signal
-import ssl
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import luigi.configuration
 import luigi.scheduler
 import tornado.httpserver
 import tornado.netutil
+import tornado.web
 from tornado.ioloop import PeriodicCallback
 
-from luigi_appliance import state, systemd, tls
+from luigi_appliance import state, systemd
 from luigi_appliance.audit import AuditLog
-from luigi_appliance.auth.basic import BasicAuthenticator, PasswordVerifier
-from luigi_appliance.auth.ldap import LdapVerifier
-from luigi_appliance.auth.local import LocalVerifier, UsersFile
-from luigi_appliance.auth.throttle import LoginThrottle
-from luigi_appliance.auth.tokens import BearerAuthenticator, TokenService, default_keys_file
-from luigi_appliance.config import Settings, read_hmac_key
-from luigi_appliance.errors import ApplianceError, StateError
+from luigi_appliance.auth.basic import password_authenticator
+from luigi_appliance.auth.registry import SchemeContext, credential_schemes
+from luigi_appliance.config import Settings
 from luigi_appliance.history.runtime import HistoryRuntime
-from luigi_appliance.secret_values import remove_stale_temporaries
+from luigi_appliance.luigi_internals.scheduler import is_live_worker
+from luigi_appliance.scheduler import Scheduler
 from luigi_appliance.server.app import build_app
+from luigi_appliance.server.certificate import ServerCertificate
 from luigi_appliance.server.client_address import ClientAddresses
-from luigi_appliance.server.cycles import CycleAwareScheduler
+from luigi_appliance.server.lifecycle import Component, Components, Hooks
 from luigi_appliance.server.limits import DRAIN_LIMIT, BodyLimit
 from luigi_appliance.server.rpc_access import RpcAccess
-from luigi_appliance.server.session import SessionAuthenticator
+from luigi_appliance.server.snapshots import Snapshotter
+from luigi_appliance.server.state_dir import open_store, prepare_state_dir
 from luigi_appliance.server.worker_bindings import WorkerBindings
 
 log = logging.getLogger(__name__)
 
 PRUNE_INTERVAL_MS = 60_000
-
-
-class Snapshotter:
-    """Writes signed snapshots: pickled on the loop (a consistent view), written in a thread."""
-
-    def __init__(self, scheduler: Any, store: state.StateStore, bindings: WorkerBindings):
-        self._scheduler = scheduler
-        self._store = store
-        self._bindings = bindings
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot")
-        self._busy = False
-        self.healthy = True
-
-    async def periodic(self) -> None:
-        if self._busy:
-            return  # the previous write is still fsyncing; never queue them up
-        self._busy = True
-        try:
-            encoded = self._store.encode(self._scheduler, self._bindings.export())
-            await asyncio.get_running_loop().run_in_executor(self._writer, self._store.write, encoded)
-            self._mark(True)
-        except (StateError, OSError) as exc:
-            self._mark(False, exc)
-        finally:
-            self._busy = False
-
-    def final(self) -> None:
-        self._writer.shutdown(wait=True)
-        try:
-            self._store.write(self._store.encode(self._scheduler, self._bindings.export()))
-            log.info("Saved final state snapshot %s", self._store.path)
-        except (StateError, OSError) as exc:
-            log.error("Final state snapshot failed: %s", exc)
-
-    def _mark(self, ok: bool, exc: Exception | None = None) -> None:
-        if not ok:
-            log.error("State snapshot failed (will retry at the next interval): %s", exc)
-        elif not self.healthy:
-            log.info("State snapshots are being written again")
-        self.healthy = ok
-
-
-@dataclass
-class _TLS:
-    context: ssl.SSLContext
-    pair: tls.CertPair
 
 
 def _isolate_luigi_config() -> None:
@@ -108,174 +58,131 @@ def _isolate_luigi_config() -> None:
                     "scheduler.conf instead", ", ".join(ignored))
 
 
-def _state_dir_files(settings: Settings) -> list[Path]:
-    """The files the scheduler itself opens in its state directory."""
-    directory = settings.state.dir
-    return [settings.state.snapshot_path, settings.state.generation_path, settings.state.default_key_path,
-            directory / tls.SELF_SIGNED_CERT, directory / tls.SELF_SIGNED_KEY, default_keys_file(directory)]
-
-
-def _prepare_state_dir(settings: Settings) -> None:
-    """Create the state directory if needed; refuse one others may access, or any symbolic link
-    there (the directory itself included): a link would send the scheduler's reads and writes
-    to a file outside the directory it owns."""
-    state.refuse_symlink(settings.state.dir)
-    settings.state.dir.mkdir(mode=0o750, parents=True, exist_ok=True)
-    mode = settings.state.dir.stat().st_mode & 0o777
-    if mode & 0o007:
-        raise ApplianceError(f"state directory {settings.state.dir} has mode {mode:04o}: others may "
-                             "access it; expected 0750 or stricter")
-    for path in _state_dir_files(settings):
-        state.refuse_symlink(path)
-    for path in remove_stale_temporaries(settings.state.dir):
-        log.warning("Removed %s, a temporary file left by a crash while writing", path)
-
-
-def _open_store(settings: Settings) -> state.StateStore:
-    key = read_hmac_key(settings.state)
-    if key is None:
-        key = state.load_or_create_key(settings.state.default_key_path)
-    return state.StateStore(state.SignedSnapshotFile(settings.state.snapshot_path, key),
-                            state.GenerationFile(settings.state.generation_path),
-                            refuse_stale=settings.state.refuse_stale_snapshot)
-
-
-def _make_scheduler(settings: Settings, history: HistoryRuntime | None = None) -> Any:
-    # Luigi's own pickle path is never used: snapshots go through SignedSnapshotFile.
-    cfg = luigi.scheduler.scheduler(**{**settings.scheduler, "state_path": os.devnull})
-    scheduler = CycleAwareScheduler(config=cfg, resources=dict(settings.resources))
-    if history is not None:
-        history.attach(scheduler)  # task history: enqueue-only on this loop, see history/service.py
-    return scheduler
-
-
-def _password_authenticator(settings: Settings, audit: AuditLog) -> BasicAuthenticator:
-    """Names and passwords, checked by the [auth] backends in their configured order."""
-    verifiers: list[PasswordVerifier] = []
-    for backend in settings.auth.backends:
-        if backend == "local":
-            verifiers.append(LocalVerifier(UsersFile(settings.auth.users_file), settings.auth))
-        else:
-            verifiers.append(LdapVerifier(settings.ldap, settings.auth))
-    throttle = LoginThrottle(settings.auth.failure_limit, settings.auth.failure_window, settings.auth.lockout)
-    return BasicAuthenticator(verifiers, ttl=settings.auth.cache_ttl, grace=settings.ldap.outage_grace,
-                              throttle=throttle, audit=audit)
-
-
-def _setup_tls(settings: Settings) -> _TLS | None:
-    if settings.server.insecure_http:
-        log.warning("INSECURE: serving plain HTTP on %s ([server] insecure_http = true); credentials "
-                    "cross this socket in clear", settings.server.listen)
-        return None
-    host = settings.server.listen.host
-    # A wildcard address is no name a client connects to; the certificate gets the FQDN instead.
-    hosts = [host] if host and not ipaddress_is_unspecified(host) else []
-    pair = tls.resolve_pair(settings.tls, settings.state.dir, hosts)
-    context = tls.server_context(settings.tls, pair, settings.state.dir)
-    log.info("TLS certificate %s, SHA-256 fingerprint %s", pair.cert_file, tls.fingerprint(pair.cert_file))
-    return _TLS(context, pair)
-
-
-def ipaddress_is_unspecified(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        return False
+def _make_scheduler(settings: Settings, history: HistoryRuntime) -> Scheduler:
+    # Luigi's own pickle path is never used: snapshots go through SignedSnapshotFile. The task
+    # history is enqueue-only on this loop (history/recorder.py); record_task_history only
+    # answers the has_task_history RPC (the visualiser shows its history link when it is true).
+    task_history = history.task_history
+    cfg = luigi.scheduler.scheduler(**{**settings.scheduler, "state_path": os.devnull,
+                                       "record_task_history": task_history is not None})
+    return Scheduler(config=cfg, resources=dict(settings.resources), task_history_impl=task_history)
 
 
 def _bind(settings: Settings) -> list:
     listen = settings.server.listen
     if listen.unix_path is not None:
         return [tornado.netutil.bind_unix_socket(str(listen.unix_path), mode=0o660)]
+    assert listen.port is not None  # a TCP listen address always has one (config.py)
     return tornado.netutil.bind_sockets(listen.port, address=listen.host)
 
 
-class _Server:
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        _prepare_state_dir(settings)
-        _isolate_luigi_config()
-        self.store = _open_store(settings)
-        self.history = HistoryRuntime(settings.history, settings.state.dir)
-        self.scheduler = _make_scheduler(settings, self.history)
-        # Who owns which worker id; a binding of a worker luigi still knows is never dropped.
-        self.bindings = WorkerBindings(functools.partial(state.is_live_worker, self.scheduler))
-        restored = self.store.load()
-        if restored is not None:
-            state.restore(self.scheduler, restored)
-            self.bindings.load(restored.worker_bindings)
-        self.audit = AuditLog(settings.audit)
-        self.authenticator = _password_authenticator(settings, self.audit)
-        self.tokens = TokenService(settings.tokens.keys_file or default_keys_file(settings.state.dir),
-                                   settings.tokens.ttl)
-        # Tokens are checked against the accounts as of the last reload; while the directory is
-        # down they keep their issued principal only if cached logins may too (outage grace).
-        self.bearer = BearerAuthenticator(self.tokens, self.authenticator,
-                                          keep_during_outage=settings.ldap.outage_grace > 0)
-        self.tls = _setup_tls(settings)
-        self.snapshotter = Snapshotter(self.scheduler, self.store, self.bindings)
-        # Browser sessions from /login (in memory only); their passwords go through the same check.
-        self.sessions = SessionAuthenticator(settings.session.idle_timeout, settings.session.absolute_timeout,
-                                             self.authenticator, secure=self.tls is not None)
-        self.app = build_app(self.scheduler, [self.sessions, self.bearer, self.authenticator],
-                             tls=self.tls is not None, hsts_max_age=settings.server.hsts_max_age,
-                             health_checks=[lambda: self.snapshotter.healthy, self.history.healthy],
-                             history_routes=self.history.routes(),
-                             tokens=self.tokens, passwords=self.authenticator,
-                             rpc_access=RpcAccess(self.audit, self.bindings),
-                             client_addresses=ClientAddresses(settings.server.trusted_proxies))
-        self.stopping = asyncio.Event()
+def _ping_watchdog() -> None:
+    systemd.notify("WATCHDOG=1")
 
-    def reload(self) -> None:
-        """SIGHUP: re-read users and the TLS certificate; scheduler state is untouched."""
-        log.info("SIGHUP: reloading users file, LDAP search password, token keys and TLS certificate")
-        # Also a new account generation: each bearer token is checked against the accounts again
-        # at its next use (refused for a deleted account, the new role for a changed one).
-        self.authenticator.reload()
-        self.tokens.reload()
-        # Browser sessions carry the role they had at login: end them, so a removed account or a
-        # lowered role takes effect now (browsers log in again).
-        self.sessions.reload()
-        if self.tls is not None:
-            pair = self.tls.pair
-            try:
-                # The checks config check applies and a trial load first; the live context only
-                # gets a pair that passed them.
-                problem = tls.reload_pair(self.tls.context, self.settings.tls, pair, self.settings.state.dir)
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                problem = f"cannot load {pair.cert_file}: {exc}"
-            if problem is None:
-                log.info("Reloaded TLS certificate %s (SHA-256 %s)", pair.cert_file, tls.fingerprint(pair.cert_file))
-            else:
-                log.error("Keeping the previous TLS certificate: %s", problem)
 
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        headers = self.app.settings["appliance_guard"].headers
-        server = tornado.httpserver.HTTPServer(
-            BodyLimit(self.app, self.settings.server.max_body_bytes, headers),
-            ssl_options=self.tls.context if self.tls else None,
+class _Housekeeping(Component):
+    """luigi's pruning of workers and tasks, and the systemd watchdog pings, on the loop."""
+
+    name = "housekeeping"
+
+    def __init__(self, scheduler: Scheduler):
+        self._timers = [PeriodicCallback(scheduler.prune, PRUNE_INTERVAL_MS)]
+        watchdog = systemd.watchdog_interval()
+        if watchdog:
+            # Pinged from the loop itself: a wedged loop stops the pings and systemd restarts us.
+            self._timers.append(PeriodicCallback(_ping_watchdog, watchdog * 1000))
+
+    def start(self) -> None:
+        for timer in self._timers:
+            timer.start()
+
+    def close(self) -> None:
+        for timer in self._timers:
+            timer.stop()
+
+
+class _Listener(Component):
+    """The HTTP(S) server on the configured socket: the last part to start, the first to stop."""
+
+    name = "listener"
+
+    def __init__(self, settings: Settings, app: tornado.web.Application, certificate: ServerCertificate | None):
+        self._settings = settings
+        self._certificate = certificate
+        headers = app.settings["appliance_guard"].headers
+        self._server = tornado.httpserver.HTTPServer(
+            BodyLimit(app, settings.server.max_body_bytes, headers),
+            ssl_options=certificate.context if certificate else None,
             max_body_size=DRAIN_LIMIT,
             idle_connection_timeout=300,
             body_timeout=60,
             decompress_request=False,
         )
-        self.history.start()  # never waits for the database: it may be down
-        server.add_sockets(_bind(self.settings))
-        scheme = "http" if self.tls is None else "https"
-        log.info("Scheduler listening on %s://%s/", scheme, self.settings.server.listen)
 
-        periodic = [
-            PeriodicCallback(self.scheduler.prune, PRUNE_INTERVAL_MS),
-            PeriodicCallback(self.snapshotter.periodic, self.settings.state.snapshot_interval * 1000),
-        ]
-        watchdog = systemd.watchdog_interval()
-        if watchdog:
-            # Pinged from the loop itself: a wedged loop stops the pings and systemd restarts us.
-            periodic.append(PeriodicCallback(lambda: systemd.notify("WATCHDOG=1"), watchdog * 1000))
-        for callback in periodic:
-            callback.start()
+    def start(self) -> None:
+        self._server.add_sockets(_bind(self._settings))
+        scheme = "http" if self._certificate is None else "https"
+        log.info("Scheduler listening on %s://%s/", scheme, self._settings.server.listen)
 
+    def close(self) -> None:
+        self._server.stop()  # no new connections
+
+
+class _Server:
+    """The daemon, composed from the settings: its parts in ``components``, in start order."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.components = Components()
+        prepare_state_dir(settings)
+        _isolate_luigi_config()
+        self.store = open_store(settings)
+        self.history = HistoryRuntime(settings.history, settings.state.dir)
+        self.scheduler = _make_scheduler(settings, self.history)
+        # Who owns which worker id; a binding of a worker luigi still knows is never dropped.
+        self.bindings = WorkerBindings(functools.partial(is_live_worker, self.scheduler))
+        restored = self.store.load()
+        if restored is not None:
+            state.restore(self.scheduler, restored)
+            self.bindings.load(restored.worker_bindings)
+        self.audit = AuditLog(settings.audit)
+        self.components.add(Hooks("audit", on_close=self.audit.close))  # closed last: the others may still audit
+        # Names and passwords, checked by the [auth] backends (auth/registry.py) in their order.
+        self.authenticator = password_authenticator(settings, self.audit)
+        self.components.add(Hooks("passwords", on_close=self.authenticator.close))
+        self.tls = ServerCertificate.for_settings(settings)
+        self.snapshotter = Snapshotter(self.scheduler, self.store, self.bindings, settings.state.snapshot_interval)
+        # Session cookie, bearer token, Basic (auth/registry.py SCHEMES); every password any of
+        # them takes goes through the same check. On reload sessions end (they carry the role
+        # they had at login), bearer re-reads its keys, and Basic its backends: a new account
+        # generation, against which each bearer token is checked again at its next use.
+        self.schemes = credential_schemes(SchemeContext(settings, self.authenticator, secure=self.tls is not None))
+        for name, scheme in self.schemes.items():
+            self.components.add(Hooks(f"{name} scheme", on_reload=scheme.reload))
+        if self.tls is not None:
+            self.components.add(self.tls)
+        self.components.add(Hooks("history", on_start=self.history.start, on_close=self.history.close,
+                                  on_healthy=self.history.healthy))
+        # Closed before the history (its final snapshot first) and after the listener.
+        self.components.add(self.snapshotter)
+        self.components.add(_Housekeeping(self.scheduler))
+        self.app = build_app(self.scheduler, list(self.schemes.values()),
+                             tls=self.tls is not None, hsts_max_age=settings.server.hsts_max_age,
+                             health_checks=[self.components.healthy],
+                             history_routes=self.history.routes(),
+                             rpc_access=RpcAccess(self.audit, self.bindings),
+                             client_addresses=ClientAddresses(settings.server.trusted_proxies))
+        self.components.add(_Listener(settings, self.app, self.tls))
+        self.stopping = asyncio.Event()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read users and the TLS certificate; scheduler state is untouched."""
+        log.info("SIGHUP: reloading users file, LDAP search password, token keys and TLS certificate")
+        self.components.reload()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.components.start()  # the history never waits for the database: it may be down
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stopping.set)
@@ -285,13 +192,9 @@ class _Server:
         started = time.monotonic()
         systemd.notify("STOPPING=1")
         log.info("Stopping: no new connections, saving state")
-        server.stop()
-        for callback in periodic:
-            callback.stop()
-        self.snapshotter.final()
-        self.history.close()  # the queued events go to the database or the spool
-        self.authenticator.close()
-        self.audit.close()
+        # Listener, timers, final snapshot, history (its queue to the database or the spool),
+        # password backends, audit trail.
+        self.components.close()
         log.info("Stopped cleanly in %.2fs", time.monotonic() - started)
 
 

@@ -11,7 +11,8 @@
   resources, scheduler message responses, statistics) are for the principal whose worker runs
   the task, or, while no worker runs it, for the principals whose workers added it. Both come
   from luigi's record (``worker_running``, ``workers``) and the worker bindings.
-* ``get_work`` (also as an assistant) hands out only tasks of families the caller may run.
+* ``get_work`` (also as an assistant) hands out only tasks of families the caller may run
+  (luigi_appliance/scheduler/families.py).
 
 Reads (``fetch_error``, ``get_task_status_message``, ``dep_graph``, ...) are not restricted:
 viewers see every task in the visualiser anyway.
@@ -22,11 +23,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import luigi.scheduler
-
 from luigi_appliance.auth import Principal, Role
-from luigi_appliance.auth.context import current_caller
 from luigi_appliance.auth.groups import family_allowed
+from luigi_appliance.luigi_internals.scheduler import task_record
 
 # State-changing methods and their argument that names an existing task.
 TASK_ARGUMENT: dict[str, str] = {
@@ -54,7 +53,7 @@ def recorded_task(scheduler: Any, task_id: Any) -> Any | None:
     """The scheduler's own record of ``task_id`` (luigi's Task), or None."""
     if not isinstance(task_id, str):
         return None
-    return scheduler._state.get_task(task_id)
+    return task_record(scheduler, task_id)
 
 
 def declared_family(method: str, arguments: dict[str, Any]) -> str:
@@ -103,21 +102,3 @@ def runner_refusal(principal: Principal, method: str, arguments: dict[str, Any],
     if any(owner(worker) == principal.name for worker in task.workers):
         return None
     return f"task {task_id!r} was added by no worker of {principal.name}"
-
-
-def caller_may_run(family: str) -> bool:
-    """Whether the principal of the RPC being served may run tasks of ``family``. Outside a
-    request (the scheduler's own calls) there is no principal to restrict."""
-    caller = current_caller.get()
-    return caller is None or family_allowed(family, caller.principal.families)
-
-
-class FamilyScopedScheduler(luigi.scheduler.Scheduler):
-    """luigi's Scheduler whose get_work never hands out a task of a family the caller may not run."""
-
-    def _schedulable(self, task: Any) -> bool:
-        # get_work asks this of every candidate before taking it, for its own worker or, as an
-        # assistant, for any runnable task. A task refused here is skipped, so it also holds no
-        # greedy reservation against this caller: that only affects resource fairness between
-        # principals, never who gets the task.
-        return super()._schedulable(task) and caller_may_run(task.family or "")

@@ -28,15 +28,14 @@ import os
 import re
 from html import escape
 
-import luigi
 import tornado.web
 
 from luigi_appliance import policy
+from luigi_appliance.auth.session import CSRF_HEADER, SessionAuthenticator
 from luigi_appliance.errors import ApplianceError
+from luigi_appliance.luigi_internals.server import VISUALISER_DIR
 from luigi_appliance.server.guard import GuardMixin
-from luigi_appliance.server.session import CSRF_HEADER, SessionAuthenticator
 
-VISUALISER_DIR = os.path.join(os.path.dirname(luigi.__file__), "static", "visualiser")
 INDEX_PATH = os.path.join(VISUALISER_DIR, "index.html")
 SHIM_TAG = '<script src="../../appliance/visualiser-post.js"></script>'
 CSRF_META = "luigi-appliance-csrf-token"

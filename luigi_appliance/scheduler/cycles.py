@@ -6,9 +6,6 @@ dependencies marks its task; before the next get_work answers, the pending graph
 the marked tasks is searched for cycles (iteratively, linear in what it visits). Each task on a
 cycle is failed with the cycle's path as its error and status message, so the visualiser and the
 history show the reason and the worker stops waiting for it.
-
-It is the appliance's scheduler class, so it also inherits ``FamilyScopedScheduler``
-(task_access.py): get_work hands out only tasks of families the caller may run.
 """
 
 from __future__ import annotations
@@ -19,14 +16,13 @@ from typing import Any
 from luigi.task_status import FAILED, PENDING
 
 from luigi_appliance.dag.cycles import cycle_path, cyclic_components
-from luigi_appliance.server.task_access import FamilyScopedScheduler
+from luigi_appliance.luigi_internals.scheduler import LuigiScheduler
 
 log = logging.getLogger(__name__)
 
 
-class CycleAwareScheduler(FamilyScopedScheduler):
-    """luigi's Scheduler that fails tasks caught in a dependency cycle, with the cycle as reason
-    (and hands out work by family, from FamilyScopedScheduler)."""
+class CycleFailing(LuigiScheduler):
+    """A scheduler that fails tasks caught in a dependency cycle, with the cycle as reason."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -44,10 +40,10 @@ class CycleAwareScheduler(FamilyScopedScheduler):
         return super().get_work(*args, **kwargs)
 
     def _pending_deps(self, task_id: str) -> list[str]:
-        task = self._state.get_task(task_id)
+        task = self.task_record(task_id)
         if task is None or task.status != PENDING:
             return []
-        return [dep for dep in task.deps if (t := self._state.get_task(dep)) is not None and t.status == PENDING]
+        return [dep for dep in task.deps if (t := self.task_record(dep)) is not None and t.status == PENDING]
 
     def fail_cycles(self) -> list[list[str]]:
         """Fail every pending task on a cycle reachable from tasks given new dependencies."""
@@ -59,10 +55,10 @@ class CycleAwareScheduler(FamilyScopedScheduler):
             message = "dependency cycle: " + " -> ".join(path)
             log.error("Failing %d task(s) caught in a %s", len(component), message)
             for task_id in component:
-                task = self._state.get_task(task_id)
+                task = self.task_record(task_id)
+                assert task is not None  # a cycle is found among known pending tasks only
                 task.expl = message
                 task.status_message = message
-                self._state.set_status(task, FAILED, self._config)
-                self._update_task_history(task, FAILED)
+                self.record_status(task, FAILED)
             cycles.append(path)
         return cycles
