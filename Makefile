@@ -20,6 +20,7 @@ run: venv
 
 test: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest
 
 # The developer loop: the same suite without the packaging, Ansible and browser files (about a
@@ -28,10 +29,12 @@ SLOW_TESTS = tests/test_ansible.py tests/test_rpm.py tests/test_selinux.py \
              tests/test_visualiser_browser.py tests/test_login_browser.py
 test-fast: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest $(addprefix --ignore=,$(SLOW_TESTS))
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 # The Ansible collection's checks alone (ansible/): ansible-lint production profile, syntax,
 # build, argument specs, and real plays into a temporary root (also part of `make test`).

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from pg_cluster import Database, PgCluster, cluster
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent / "luigi-appliance"
@@ -174,3 +175,15 @@ def client_conf(tmp_path: Path, server: Server) -> Path:
     path.write_text(f"[client]\nscheduler_url = {server.url}/\nca_file = {server.ca_file}\n"
                     "retry_attempts = 1\nretry_wait = 0\n")
     return path
+
+
+@pytest.fixture
+def pg() -> PgCluster:
+    """The session's ephemeral PostgreSQL cluster (tests/pg_cluster.py; TLS and scram only)."""
+    return cluster()
+
+
+@pytest.fixture
+def db(pg: PgCluster, tmp_path: Path) -> Database:
+    """A fresh database with an owner and a DML-only role on that cluster."""
+    return pg.create_database(tmp_path)

@@ -14,23 +14,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import requests
-from pg_cluster import Database, PgCluster, cluster
+from pg_cluster import Database
 
 from conftest import BIN, PIPELINES, Server, cli, client_conf
 
 DIAMOND_EVENTS = 36  # 12 tasks: PENDING, RUNNING, DONE each
-
-
-@pytest.fixture
-def pg() -> PgCluster:
-    return cluster()
-
-
-@pytest.fixture
-def db(pg: PgCluster, tmp_path: Path) -> Database:
-    return pg.create_database(tmp_path)
 
 
 def upgrade(conf: Path) -> str:

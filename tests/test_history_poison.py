@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pg_cluster import Database, PgCluster, cluster
+from pg_cluster import Database
 from test_history_pg import event_count, history_server, server_conf, status, upgrade, wait_for
 
 from conftest import Server
@@ -29,16 +29,6 @@ from luigi_appliance.history.spool import Spool
 WORKER = "poison-worker"
 DEAD_LETTER = "history-dead-letter.jsonl"
 COUNTERS = ("emitted", "written", "spooled", "replayed", "dropped", "dead_lettered", "spool_events")
-
-
-@pytest.fixture
-def pg() -> PgCluster:
-    return cluster()
-
-
-@pytest.fixture
-def db(pg: PgCluster, tmp_path: Path) -> Database:
-    return pg.create_database(tmp_path)
 
 
 def add(server: Server, task_id: str, family: str = "Normal", params: dict[str, str] | None = None) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import luigi.scheduler
 import pytest
 import requests
-from test_ldap import audit_lines, directory, directory_up, ldap_scheduler, session  # noqa: F401 (fixtures)
+from test_ldap import audit_lines, bearer, directory, directory_up, ldap_scheduler, session  # noqa: F401 (fixtures)
 from test_visualiser_browser import DevTools, basic_header, csp_violations, index_url
 
 from conftest import Server, cli
@@ -34,14 +34,6 @@ def add_user(tmp_path: Path, name: str, role: str) -> tuple[str, str]:
 
 def as_user(server: Server, credentials: tuple[str, str]) -> requests.Session:
     return server.session(*credentials)
-
-
-def bearer(server: Server, token: str) -> requests.Session:
-    s = requests.Session()
-    s.trust_env = False
-    s.verify = str(server.ca_file)
-    s.headers["Authorization"] = f"Bearer {token}"
-    return s
 
 
 def response(resp: requests.Response):
