@@ -27,6 +27,7 @@ from luigi_appliance.history.settings import (
     parse_identifier,
     size_range,
 )
+from luigi_appliance.hosts import is_loopback_host
 from luigi_appliance.inifile import Entry, IniDocument, read_files
 from luigi_appliance.secret_values import ENC_PREFIX, decrypt_value, read_secret_file, secret_file_problem
 
@@ -176,16 +177,6 @@ def parse_globs(value: str) -> tuple[str, ...]:
         if not re.match(r"^[A-Za-z0-9_.*?\[\]!-]+$", glob):
             raise ValueError(f"expected a task-family pattern of letters, digits, _ . - and * ? [ ], got {glob!r}")
     return globs
-
-
-def is_loopback_host(host: str) -> bool:
-    """``localhost`` or a loopback IP address (127.0.0.0/8, ::1)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from luigi_appliance.config import Key, SchemaLoader, choice, duration_range, int_range, is_loopback_host, parse_path
+from luigi_appliance.config import Key, SchemaLoader, choice, duration_range, int_range, parse_path
 from luigi_appliance.errors import ConfigError, ConfigIssue
+from luigi_appliance.hosts import is_loopback_host
 from luigi_appliance.inifile import Entry, read_files
 
 DEFAULT_CLIENT_CONFIG = Path("/etc/luigi-appliance/client.conf")

@@ -8,6 +8,7 @@ For a test suite::
 or in CI: ``luigi-appliance dag check --module my.pipelines MyPipeline --date 2026-01-01``.
 """
 
-from luigi_appliance.dag.check import DagReport, Problem, assert_dag_ok, check_task
+from luigi_appliance.dag.check import DagReport, Problem, check_task
+from luigi_appliance.dag.testing import assert_dag_ok
 
 __all__ = ["DagReport", "Problem", "assert_dag_ok", "check_task"]

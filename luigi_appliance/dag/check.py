@@ -245,16 +245,6 @@ def check_task(root: luigi.Task, strict: bool = False) -> DagReport:
     return report
 
 
-def assert_dag_ok(root: luigi.Task, strict: bool = False) -> DagReport:
-    """For test suites: raise AssertionError listing every problem of ``root``'s graph."""
-    from luigi_appliance.dag.render import render_problems
-
-    report = check_task(root, strict)
-    if not report.ok:
-        raise AssertionError(render_problems(report))
-    return report
-
-
 def as_dict(report: DagReport) -> dict[str, Any]:
     return {
         "root": report.root_id,

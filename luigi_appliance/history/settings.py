@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from luigi_appliance.hosts import is_loopback_host
+
 BACKENDS = ("none", "sqlite", "postgresql")
 SSLMODES = ("disable", "require", "verify-ca", "verify-full")
 # What happens to a new event when the spool file is at spool_limit (docs/history.md).
@@ -86,7 +88,6 @@ class HistorySettings:
     @property
     def is_local(self) -> bool:
         """A unix socket directory or a loopback address: TLS is not required by default."""
-        from luigi_appliance.config import is_loopback_host
 
         return self.host.startswith("/") or is_loopback_host(self.host)
 
@@ -98,6 +99,5 @@ class HistorySettings:
 
 def default_sslmode(host: str) -> str:
     """verify-full for a remote server; disable for a unix socket or loopback address."""
-    from luigi_appliance.config import is_loopback_host
 
     return "disable" if host.startswith("/") or is_loopback_host(host) else "verify-full"

@@ -1,0 +1,108 @@
+"""The package's shape: no import cycle between its modules, one version everywhere it is stated."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import luigi_appliance
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE = REPO / "luigi_appliance"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported(tree: ast.Module, module: str, is_package: bool, known: set[str]) -> set[str]:
+    """Project modules ``module`` imports anywhere: also inside functions and under ``if
+    TYPE_CHECKING:``, since an import deferred to dodge a cycle still is one."""
+    package = module if is_package else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        for name in names:
+            while name and name not in known:
+                name = name.rpartition(".")[0]
+            if name and name != module:
+                found.add(name)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = {_module_name(p): p for p in PACKAGE.rglob("*.py") if "migrations" not in p.parts}
+    known = set(files)
+    return {name: _imported(ast.parse(path.read_text()), name, path.name == "__init__.py", known)
+            for name, path in files.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (iterative Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_no_import_cycle_inside_the_package() -> None:
+    graph = import_graph()
+    assert "luigi_appliance.server.serve" in graph and "luigi_appliance.auth.registry" in graph
+    assert cycles(graph) == []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_one_version_for_the_package_the_spec_and_the_collection() -> None:
+    version = luigi_appliance.__version__
+    spec = (REPO / "rpm" / "luigi-appliance.spec").read_text()
+    galaxy = (REPO / "ansible" / "galaxy.yml").read_text()
+    assert re.search(r"^Version:\s+(\S+)$", spec, re.M).group(1) == version
+    assert re.search(r"^version:\s+(\S+)$", galaxy, re.M).group(1) == version
