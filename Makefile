@@ -23,14 +23,12 @@ test: venv
 	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest
 
-# The developer loop: the same suite without the packaging, Ansible and browser files (about a
-# third of the time); CI always runs `make test`.
-SLOW_TESTS = tests/test_ansible.py tests/test_rpm.py tests/test_selinux.py \
-             tests/test_visualiser_browser.py tests/test_login_browser.py
+# The developer loop: the unit tests of pure logic (tests/unit/, seconds); CI always runs
+# `make test`, which adds the system tests (tests/system/: real processes, servers, packages).
 test-fast: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	$(VENV)/bin/python -m pytest $(addprefix --ignore=,$(SLOW_TESTS))
+	$(VENV)/bin/python -m pytest -n 0 tests/unit
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -39,7 +37,7 @@ lint: venv
 # The Ansible collection's checks alone (ansible/): ansible-lint production profile, syntax,
 # build, argument specs, and real plays into a temporary root (also part of `make test`).
 ansible: venv
-	$(VENV)/bin/python -m pytest tests/test_ansible.py
+	$(VENV)/bin/python -m pytest tests/system/test_ansible.py
 
 # Stock luigid against the appliance, same workload, same machine; prints the ratio.
 bench: venv
@@ -93,7 +91,7 @@ rpm: wheels
 	rpmbuild -ba $(RPMBUILD_FLAGS) $(RPM_MACROS) --define "_topdir $$top" $(RPM_DEFINES) rpm/luigi-appliance.spec; \
 	cp "$$top"/SRPMS/*.rpm "$$top"/RPMS/*/*.rpm dist/
 
-# The spec as `make rpm` has rpmbuild read it, macros expanded (tests/test_rpm.py checks that
+# The spec as `make rpm` has rpmbuild read it, macros expanded (tests/system/test_rpm.py checks that
 # none is left unexpanded).
 rpm-spec:
 	@rpmspec -P $(RPM_MACROS) $(RPM_DEFINES) rpm/luigi-appliance.spec

@@ -2,7 +2,7 @@
 
 The first three columns of each table are exactly luigi's DbTaskHistory schema, so a database
 luigi created is adopted as it is (migration 0001 is that schema); 0002 adds what the appliance
-needs. ``tests/test_history_migrations.py`` checks this module against the migrated database.
+needs. ``tests/system/test_history_migrations.py`` checks this module against the migrated database.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every name inside luigi the appliance relies on, for tests/test_luigi_boundary.py to check
+"""Every name inside luigi the appliance relies on, for tests/unit/test_luigi_boundary.py to check
 against the installed luigi: a luigi upgrade that moves one fails there, by name."""
 
 from __future__ import annotations

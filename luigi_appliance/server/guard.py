@@ -86,6 +86,23 @@ def page_navigation(request: HTTPServerRequest) -> bool:
     return "X-Requested-With" not in headers and "text/html" in headers.get("Accept", "")
 
 
+def cross_site(request: HTTPServerRequest) -> bool:
+    """A browser request from another origin (CSRF): browsers resend credentials by themselves."""
+    site = request.headers.get("Sec-Fetch-Site")
+    # same-site is refused too: another port of this host is the same site, and gets the cookie.
+    if site in ("cross-site", "same-site"):
+        return True
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False  # not a browser (luigi workers, curl)
+    if origin == "null":
+        # Our Referrer-Policy (no-referrer) makes browsers send "null" with their own form
+        # POSTs; Sec-Fetch-Site, which no page can set, then says where the form was.
+        return site != "same-origin"
+    parts = urlsplit(origin)
+    return parts.scheme != request.protocol or parts.netloc != request.host
+
+
 class Refused(Exception):
     def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None):
         super().__init__(reason)
@@ -143,7 +160,7 @@ class GuardMixin(tornado.web.RequestHandler):
         if method not in rule.methods:
             raise Refused(405, "method not allowed", {"Allow": ", ".join(sorted(rule.methods))})
         # Before the role test: the unauthenticated login and logout forms are POSTed too.
-        if method in _MUTATING_HTTP and self._cross_site():
+        if method in _MUTATING_HTTP and cross_site(self.request):
             raise Refused(403, "cross-site request refused")
         if rule.role is None:
             return
@@ -213,22 +230,6 @@ class GuardMixin(tornado.web.RequestHandler):
             target = "/login?" + urlencode({"next": self.request.uri or "/"})
             return Refused(303, "login required", {"Location": target})
         return Refused(401, "authentication required")
-
-    def _cross_site(self) -> bool:
-        """A browser POST from another origin (CSRF): browsers resend credentials by themselves."""
-        site = self.request.headers.get("Sec-Fetch-Site")
-        # same-site is refused too: another port of this host is the same site, and gets the cookie.
-        if site in ("cross-site", "same-site"):
-            return True
-        origin = self.request.headers.get("Origin")
-        if origin is None:
-            return False  # not a browser (luigi workers, curl)
-        if origin == "null":
-            # Our Referrer-Policy (no-referrer) makes browsers send "null" with their own form
-            # POSTs; Sec-Fetch-Site, which no page can set, then says where the form was.
-            return site != "same-origin"
-        parts = urlsplit(origin)
-        return parts.scheme != self.request.protocol or parts.netloc != self.request.host
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """A short JSON error; never a traceback (luigi's code may put arguments in exceptions)."""

@@ -19,7 +19,7 @@ import pytest
 
 from luigi_appliance.luigi_internals.seams import SEAMS, Seam
 
-PACKAGE = Path(__file__).resolve().parent.parent / "luigi_appliance"
+PACKAGE = Path(__file__).resolve().parents[2] / "luigi_appliance"
 BOUNDARY = PACKAGE / "luigi_internals"
 LUIGI_DIR = Path(luigi.__file__).parent
 # Alembic's scripts: run by alembic, never imported as modules of the package.

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-ETC = Path(__file__).resolve().parent.parent / "etc"
+ETC = Path(__file__).resolve().parents[2] / "etc"
 UNITS = ETC / "systemd"
 SERVICE = "luigi-appliance.service"
 WORKER = "luigi-appliance-worker@.service"

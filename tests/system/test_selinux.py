@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SELINUX_SRC = REPO / "selinux"
 MODULE = "luigi_appliance"
 STORE = "default"  # Debian's selinux-policy-default store: /var/lib/selinux/default
@@ -742,7 +742,7 @@ def test_every_interface_compiles_and_links(proot, tmp_path):
 # --- every path the RPM installs -----------------------------------------------------------------
 
 # The intended type of each path the packages install, by the first matching prefix. A new path
-# in rpm/expected-payload.txt (which tests/test_rpm.py holds equal to the built RPMs) that no
+# in rpm/expected-payload.txt (which tests/system/test_rpm.py holds equal to the built RPMs) that no
 # rule covers fails the test, so no installed path goes unlabelled by accident.
 PAYLOAD_RULES = [
     ("/etc/luigi-appliance/pipelines", "luigi_appliance_worker_conf_t"),

@@ -67,7 +67,7 @@ def test_every_route_answers_401_without_or_with_wrong_credentials(dev_server: S
         for session in (anonymous, wrong, unknown):
             resp = session.request(method, dev_server.url + path, allow_redirects=False, timeout=10)
             if resp.status_code == 429 and session is not anonymous:
-                # Repeated wrong passwords from one address lock it out (tests/test_ldap.py
+                # Repeated wrong passwords from one address lock it out (tests/system/test_ldap.py
                 # covers the lockout itself); the answer still reveals nothing about the route.
                 assert int(resp.headers["Retry-After"]) > 0
                 locked += 1

@@ -16,7 +16,7 @@ import pytest
 
 from luigi_appliance import policy
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "access-control.md"
 TESTS = REPO / "tests"
 
@@ -59,7 +59,7 @@ def test_route_table_is_the_policy() -> None:
 
 def _claimed_rules() -> dict[str, list[str]]:
     claims: dict[str, list[str]] = {}
-    for path in sorted(TESTS.glob("test_*.py")):
+    for path in sorted(TESTS.rglob("test_*.py")):
         for match in _CLAIM.finditer(path.read_text()):
             for rule in re.findall(r"[a-z0-9-]+", match.group(1)):
                 claims.setdefault(rule, []).append(path.name)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import luigi_appliance
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "luigi_appliance"
 
 

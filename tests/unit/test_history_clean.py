@@ -1,5 +1,5 @@
 """Cleaning of history events (luigi_appliance/history/clean.py) and the store's exact count, on
-a real SQLite history (the ``serve --dev`` backend); PostgreSQL: tests/test_history_poison.py."""
+a real SQLite history (the ``serve --dev`` backend); PostgreSQL: tests/system/test_history_poison.py."""
 
 from __future__ import annotations
 
