@@ -12,6 +12,7 @@ from pathlib import Path
 import requests
 
 from luigi_appliance.client.credentials import load_credentials
+from luigi_appliance.client.remote import refused
 from luigi_appliance.client.settings import load_client_settings
 from luigi_appliance.errors import ApplianceError
 
@@ -44,9 +45,7 @@ def release_worker(options: ReleaseOptions) -> str:
     if resp.status_code == 404:
         raise ApplianceError(f"worker id {options.worker!r} is not bound to any principal")
     if resp.status_code in (401, 403):
-        reason = "authentication failed" if resp.status_code == 401 else "permission denied (needs role operator)"
-        raise ApplianceError(f"scheduler refused the release for user {credentials.username!r}: "
-                             f"{resp.status_code} {reason}")
+        raise refused(credentials, "the release (it needs the operator role)", resp.status_code)
     if resp.status_code != 200:
         raise ApplianceError(f"scheduler answered {resp.status_code} to the release: {resp.text[:200]}")
     return str(resp.json()["released_from"])

@@ -30,7 +30,8 @@ class SchedulerRefused(ApplianceError):
     """The scheduler answered 401/403: retrying with the same credentials cannot help."""
 
 
-def _refused(credentials: Credentials, what: str, status: int) -> SchedulerRefused:
+def refused(credentials: Credentials, what: str, status: int) -> SchedulerRefused:
+    """The error for a 401/403 answer to ``what``, naming the account (never its password)."""
     reason = "authentication failed" if status == 401 else "permission denied"
     return SchedulerRefused(f"scheduler refused {what} for user {credentials.username!r}: {status} {reason}")
 
@@ -76,7 +77,7 @@ class TokenAuth(requests.auth.AuthBase):
             # The URL holds no secret; the exception text says why (e.g. CERTIFICATE_VERIFY_FAILED).
             raise requests.ConnectionError(f"cannot get a token from {self._url}: {exc}") from None
         if resp.status_code in (401, 403):
-            raise _refused(self._credentials, "the token request", resp.status_code)
+            raise refused(self._credentials, "the token request", resp.status_code)
         resp.raise_for_status()
         body = resp.json()
         lifetime = float(body["expires_in"])
@@ -115,7 +116,7 @@ class _Fetcher(luigi.rpc.RequestsFetcher):
             self._token_auth.invalidate()
             resp = self.session.post(full_url, data=body, timeout=timeout, verify=self._verify)
         if resp.status_code in (401, 403):
-            raise _refused(self._credentials, full_url.rsplit("/", 1)[-1], resp.status_code)
+            raise refused(self._credentials, full_url.rsplit("/", 1)[-1], resp.status_code)
         resp.raise_for_status()
         return resp.text
 

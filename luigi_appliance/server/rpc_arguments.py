@@ -119,12 +119,16 @@ def _check_add_task(arguments: dict[str, Any]) -> None:
         if not valid(arguments[name]):
             raise BadArguments(f"add_task: {name} must be {expected}")
     params = arguments.get("params") or {}
-    for name, value in params.items():
-        if _json_size(value) > MAX_PARAM_VALUE_BYTES:
-            raise BadArguments(f"add_task: parameter {name[:100]!r} is larger than the limit of "
-                               f"{MAX_PARAM_VALUE_BYTES} bytes per parameter value", 413)
-    for name in ("params", "param_visibilities"):
-        if _json_size(arguments.get(name) or {}) > MAX_PARAMS_BYTES:
+    params_size = _json_size(params)
+    # No value can be over its limit while all of them together are not: measure each only then.
+    if params_size > MAX_PARAM_VALUE_BYTES:
+        for name, value in params.items():
+            if _json_size(value) > MAX_PARAM_VALUE_BYTES:
+                raise BadArguments(f"add_task: parameter {name[:100]!r} is larger than the limit of "
+                                   f"{MAX_PARAM_VALUE_BYTES} bytes per parameter value", 413)
+    sizes = {"params": params_size, "param_visibilities": _json_size(arguments.get("param_visibilities") or {})}
+    for name, size in sizes.items():
+        if size > MAX_PARAMS_BYTES:
             raise BadArguments(f"add_task: {name} is larger than the limit of {MAX_PARAMS_BYTES} bytes per task", 413)
 
 
