@@ -21,6 +21,9 @@ from pathlib import Path
 
 from luigi_appliance.history.events import Event
 
+# In [state] dir.
+DEAD_LETTER_NAME = "history-dead-letter.jsonl"
+
 _MODE = 0o600
 
 

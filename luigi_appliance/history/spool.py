@@ -28,6 +28,9 @@ from pathlib import Path
 
 from luigi_appliance.history.events import Event
 
+# In [state] dir, with its replay offset beside it (NAME.offset).
+SPOOL_NAME = "history-spool"
+
 log = logging.getLogger(__name__)
 
 MAGIC = b"LS"
@@ -141,7 +144,8 @@ class Spool:
         data = encode_frame(events)
         if self.size + len(data) > self.limit:
             return False
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        # O_NOFOLLOW: the service account owns the state directory; never append through a link.
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             if os.fstat(fd).st_size != self.size:
                 # A partial earlier write (e.g. ENOSPC) left bytes behind: cut them off first.

@@ -32,17 +32,15 @@ import sqlalchemy as sa
 from luigi_appliance.errors import HistoryError
 from luigi_appliance.history.clean import clean_event
 from luigi_appliance.history.db import describe, make_engine
-from luigi_appliance.history.deadletter import DeadLetters
+from luigi_appliance.history.deadletter import DEAD_LETTER_NAME, DeadLetters
 from luigi_appliance.history.events import Event
 from luigi_appliance.history.settings import HistorySettings
-from luigi_appliance.history.spool import Spool
+from luigi_appliance.history.spool import SPOOL_NAME, Spool
 from luigi_appliance.history.status import REMINDER_INTERVAL, Counters, DatabaseState, LossLog, dropped_events
 from luigi_appliance.history.store import EventStore
 
 log = logging.getLogger(__name__)
 
-SPOOL_NAME = "history-spool"
-DEAD_LETTER_NAME = "history-dead-letter.jsonl"
 # How long the writer waits after the first event of a batch for more to arrive (seconds).
 BATCH_LINGER = 0.1
 # How many set-aside uids the writer remembers (see HistoryWriter._set_aside_uids).

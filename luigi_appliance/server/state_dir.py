@@ -9,6 +9,8 @@ from luigi_appliance import state, tls
 from luigi_appliance.auth.tokens import default_keys_file
 from luigi_appliance.config import Settings, read_hmac_key
 from luigi_appliance.errors import ApplianceError
+from luigi_appliance.history.deadletter import DEAD_LETTER_NAME
+from luigi_appliance.history.spool import SPOOL_NAME
 from luigi_appliance.secret_values import remove_stale_temporaries
 
 log = logging.getLogger(__name__)
@@ -18,7 +20,8 @@ def _state_dir_files(settings: Settings) -> list[Path]:
     """The files the scheduler itself opens in its state directory."""
     directory = settings.state.dir
     return [settings.state.snapshot_path, settings.state.generation_path, settings.state.default_key_path,
-            directory / tls.SELF_SIGNED_CERT, directory / tls.SELF_SIGNED_KEY, default_keys_file(directory)]
+            directory / tls.SELF_SIGNED_CERT, directory / tls.SELF_SIGNED_KEY, default_keys_file(directory),
+            directory / SPOOL_NAME, directory / f"{SPOOL_NAME}.offset", directory / DEAD_LETTER_NAME]
 
 
 def prepare_state_dir(settings: Settings) -> None:

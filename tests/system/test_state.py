@@ -194,7 +194,7 @@ def test_the_snapshot_temp_file_is_never_written_through_a_planted_link(configur
     assert task_ids(server) == {"T"}
 
 
-@pytest.mark.parametrize("link", ["the state dir", "state.pickle", "state.key", "tls-selfsigned.key"])
+@pytest.mark.parametrize("link", ["the state dir", "state.pickle", "state.key", "tls-selfsigned.key", "history-spool"])
 def test_symlinks_in_the_state_dir_are_refused(configured_server, tmp_path: Path, link: str) -> None:
     server = configured_server(start=False)
     elsewhere = tmp_path / "elsewhere"
