@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Any
 
-from luigi_appliance.config import AuditSettings
+from luigi_appliance.audit_settings import AuditSettings
 from luigi_appliance.errors import ApplianceError
 
 MAX_FIELD = 200

@@ -17,7 +17,7 @@ EXIT_ERROR = 1
 
 
 def _settings(args: argparse.Namespace, *, check_files: bool = True):
-    from luigi_appliance.config import config_paths, load_settings
+    from luigi_appliance.config_loader import config_paths, load_settings
 
     return load_settings(config_paths(args.config), check_files=check_files)
 
@@ -26,7 +26,7 @@ def _settings(args: argparse.Namespace, *, check_files: bool = True):
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from luigi_appliance import logsetup
-    from luigi_appliance.config import config_paths, load_settings
+    from luigi_appliance.config_loader import config_paths, load_settings
     from luigi_appliance.server.serve import serve
 
     if args.dev:

@@ -6,31 +6,11 @@ without reading the source.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from luigi_appliance.settings.issues import ConfigIssue
 
 
 class ApplianceError(Exception):
     """Base class: an error the CLI reports as one clean line, without a traceback."""
-
-
-@dataclass(frozen=True)
-class ConfigIssue:
-    """One problem in a configuration file, located as precisely as we can."""
-
-    file: str
-    line: int | None
-    section: str | None
-    key: str | None
-    message: str
-
-    def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
-        what = ""
-        if self.section and self.key:
-            what = f" [{self.section}] {self.key}:"
-        elif self.section:
-            what = f" [{self.section}]:"
-        return f"{where}:{what} {self.message}"
 
 
 class ConfigError(ApplianceError):

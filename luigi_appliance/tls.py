@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from luigi_appliance.config import TLSSettings
 from luigi_appliance.secret_values import secret_file_problem, write_private_file
+from luigi_appliance.server.settings import TLSSettings
 from luigi_appliance.state import refuse_symlink
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 
 from luigi_appliance.auth import Role
-from luigi_appliance.config import AuthSettings
+from luigi_appliance.auth.settings import AuthSettings
 
 
 def families_for(role: Role | None, groups: frozenset[str], auth: AuthSettings) -> tuple[str, ...] | None:

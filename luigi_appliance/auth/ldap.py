@@ -35,9 +35,11 @@ from ldap3.utils.conv import escape_filter_chars
 
 from luigi_appliance.auth import AuthUnavailable, Principal
 from luigi_appliance.auth.groups import roles_and_families
+from luigi_appliance.auth.ldap_settings import LdapSettings
 from luigi_appliance.auth.registry import register_backend
-from luigi_appliance.config import AuthSettings, LdapSettings, Settings
-from luigi_appliance.inifile import normalise_key
+from luigi_appliance.auth.settings import AuthSettings
+from luigi_appliance.config import Settings
+from luigi_appliance.settings.inifile import normalise_key
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ from luigi_appliance.auth import Principal, Role
 from luigi_appliance.auth.groups import families_for
 from luigi_appliance.auth.passwords import dummy_hash, hash_password, is_valid_hash, verify_password
 from luigi_appliance.auth.registry import register_backend
-from luigi_appliance.config import AuthSettings, Settings
+from luigi_appliance.auth.settings import AuthSettings
+from luigi_appliance.config import Settings
 from luigi_appliance.errors import UsersFileError
 from luigi_appliance.secret_values import secret_file_problem, write_private_file
 

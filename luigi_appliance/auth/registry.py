@@ -75,9 +75,15 @@ def _lookup(table: dict[str, _F], name: str, kind: str) -> _F:
     return factory
 
 
+def backend_factory(name: str) -> BackendFactory:
+    """The factory of the account backend ``name``; ApplianceError when there is none (the
+    settings check ``[auth] backend`` with it)."""
+    return _lookup(_backends, name, "account backend")
+
+
 def account_backend(name: str, settings: Settings) -> AccountBackend:
     """The account backend ``name``, built from the settings."""
-    return _lookup(_backends, name, "account backend")(settings)
+    return backend_factory(name)(settings)
 
 
 def account_backends(settings: Settings) -> list[AccountBackend]:

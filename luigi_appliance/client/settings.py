@@ -7,10 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from luigi_appliance.config import Key, SchemaLoader, choice, duration_range, int_range, parse_path
-from luigi_appliance.errors import ConfigError, ConfigIssue
+from luigi_appliance.errors import ConfigError
 from luigi_appliance.hosts import is_loopback_host
-from luigi_appliance.inifile import Entry, read_files
+from luigi_appliance.settings.declare import key
+from luigi_appliance.settings.inifile import Entry, read_files
+from luigi_appliance.settings.issues import ConfigIssue
+from luigi_appliance.settings.loader import SchemaLoader, section
+from luigi_appliance.settings.parsers import choice, duration_range, int_range, parse_path
 
 DEFAULT_CLIENT_CONFIG = Path("/etc/luigi-appliance/client.conf")
 CLIENT_CONFIG_ENV = "LUIGI_APPLIANCE_CLIENT_CONFIG"
@@ -28,28 +31,19 @@ def parse_scheduler_url(value: str) -> str:
     return value if value.endswith("/") else value + "/"
 
 
-CLIENT_SCHEMA = {
-    "client": {
-        "scheduler_url": Key(parse_scheduler_url, "https://localhost:8082/"),
-        "ca_file": Key(parse_path, None, must_exist=True),
-        "credentials_file": Key(parse_path, None),
-        "connect_timeout": Key(duration_range(1, 600), 10.0),
-        "retry_attempts": Key(int_range(1, 100), 3),
-        "retry_wait": Key(duration_range(0, 3600), 30.0),
-        "auth": Key(choice("token", "basic"), "token"),
-    },
-}
-
-
 @dataclass(frozen=True)
 class ClientSettings:
-    scheduler_url: str
-    ca_file: Path | None
-    credentials_file: Path | None
-    connect_timeout: float
-    retry_attempts: int
-    retry_wait: float
-    auth: str
+    scheduler_url: str = key(parse_scheduler_url, "https://localhost:8082/", "the scheduler's URL")
+    ca_file: Path | None = key(parse_path, None, "PEM CA certificate(s) verifying the scheduler's certificate",
+                               must_exist=True)
+    credentials_file: Path | None = key(parse_path, None, "file holding the worker's username:password")
+    connect_timeout: float = key(duration_range(1, 600), 10.0, "timeout of each request to the scheduler")
+    retry_attempts: int = key(int_range(1, 100), 3, "attempts per scheduler call before giving up")
+    retry_wait: float = key(duration_range(0, 3600), 30.0, "pause between attempts")
+    auth: str = key(choice("token", "basic"), "token", "how each call authenticates: token or basic")
+
+
+CLIENT = section("client", ClientSettings)
 
 
 def _present(path: Path) -> bool:
@@ -71,9 +65,8 @@ def load_client_settings(explicit: Path | None, overrides: dict[str, str]) -> Cl
     doc = read_files(paths, issues)
     for name, value in overrides.items():
         doc.entries[("client", name)] = Entry("client", name, value, "<command line>", 0)
-    loader = SchemaLoader(doc, issues, check_files=True, schema=CLIENT_SCHEMA, freeform=())
+    loader = SchemaLoader(doc, issues, check_files=True, sections=[CLIENT])
     loader.load()
     if issues:
         raise ConfigError(issues)
-    v = {name: loader.values[("client", name)] for name in CLIENT_SCHEMA["client"]}
-    return ClientSettings(**v)
+    return CLIENT.build(loader)

@@ -9,7 +9,7 @@ from luigi_appliance.errors import HistoryError
 
 
 def _history_settings(args: argparse.Namespace):
-    from luigi_appliance.config import config_paths, load_settings
+    from luigi_appliance.config_loader import config_paths, load_settings
 
     settings = load_settings(config_paths(args.config)).history
     if not settings.enabled:
@@ -66,9 +66,9 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from luigi_appliance.config import parse_duration
     from luigi_appliance.history import prune as pruning
     from luigi_appliance.history.db import describe, make_engine
+    from luigi_appliance.settings.parsers import parse_duration
 
     try:
         age = parse_duration(args.older_than)

@@ -21,7 +21,7 @@ import socket
 
 from tornado.httputil import HTTPHeaders, HTTPServerRequest
 
-from luigi_appliance.config import TrustedProxies
+from luigi_appliance.server.settings import TrustedProxies
 
 UNIX_SOURCE = "unix"
 # Distinct address strings remembered (parsing one costs several microseconds, per request).

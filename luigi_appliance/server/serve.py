@@ -72,7 +72,7 @@ def _bind(settings: Settings) -> list:
     listen = settings.server.listen
     if listen.unix_path is not None:
         return [tornado.netutil.bind_unix_socket(str(listen.unix_path), mode=0o660)]
-    assert listen.port is not None  # a TCP listen address always has one (config.py)
+    assert listen.port is not None  # a TCP listen address always has one (server/settings.py)
     return tornado.netutil.bind_sockets(listen.port, address=listen.host)
 
 

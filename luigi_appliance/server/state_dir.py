@@ -7,11 +7,12 @@ from pathlib import Path
 
 from luigi_appliance import state, tls
 from luigi_appliance.auth.tokens import default_keys_file
-from luigi_appliance.config import Settings, read_hmac_key
+from luigi_appliance.config import Settings
 from luigi_appliance.errors import ApplianceError
 from luigi_appliance.history.deadletter import DEAD_LETTER_NAME
 from luigi_appliance.history.spool import SPOOL_NAME
 from luigi_appliance.secret_values import remove_stale_temporaries
+from luigi_appliance.state_settings import read_hmac_key
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, cli, write_config
-from luigi_appliance.config import load_settings
+from luigi_appliance.config_loader import load_settings
 from luigi_appliance.errors import ConfigError
 
 

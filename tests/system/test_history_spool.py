@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PIPELINES, Server, cli, client_conf, write_config
-from luigi_appliance.config import load_settings
+from luigi_appliance.config_loader import load_settings
 from luigi_appliance.errors import ConfigError
 from luigi_appliance.history.events import Event
 from luigi_appliance.history.spool import Spool, encode_frame

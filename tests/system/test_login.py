@@ -15,7 +15,7 @@ import requests
 
 from conftest import Server, write_config
 from luigi_appliance.auth.session import COOKIE_TLS, SessionStore
-from luigi_appliance.config import load_settings
+from luigi_appliance.config_loader import load_settings
 from luigi_appliance.errors import ConfigError
 
 ADMIN_PASSWORD = "admin-password-123"  # what tests/conftest.py's configured_server creates

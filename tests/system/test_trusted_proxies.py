@@ -19,7 +19,7 @@ from raw_http import basic, over_https, over_unix
 
 from conftest import Server, cli, write_config
 from luigi_appliance.audit import FLUSH_INTERVAL
-from luigi_appliance.config import load_settings
+from luigi_appliance.config_loader import load_settings
 from luigi_appliance.errors import ConfigError
 
 ADMIN_PASSWORD = "admin-password-123"  # what tests/conftest.py's configured_server creates

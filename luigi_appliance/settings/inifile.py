@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from luigi_appliance.errors import ConfigIssue
+from luigi_appliance.settings.issues import ConfigIssue
 
 _SECTION = re.compile(r"^\[\s*([A-Za-z0-9_.-]+)\s*\]$")
 _ENTRY = re.compile(r"^([A-Za-z0-9_.-]+)\s*[=:]\s*(.*)$")
