@@ -44,7 +44,15 @@ bench: venv
 	$(VENV)/bin/python bench/rpc_throughput.py --rounds 3
 
 # ---- packaging -------------------------------------------------------------------------------
+# The one version string: luigi_appliance/__init__.py's __version__, which setup.cfg reads too.
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' luigi_appliance/__init__.py)
+# The spec rpmbuild reads, and the SRPM carries: rpm/luigi-appliance.spec with the version and
+# the interpreter of the bundled wheels written in, so the SRPM rebuilds alone (`rpmbuild
+# --rebuild`). The Ansible collection's galaxy.yml must state the version literally (ansible-galaxy
+# reads the file as it is); tests/unit/test_package_structure.py keeps the two equal.
+STAMP_SPEC = sed -e 's/^%{!?upstream_version:.*/%global upstream_version $(VERSION)/' \
+                 -e 's/^%{!?venv_python:.*/%{!?venv_python: %global venv_python $(RPM_PYTHON)}/' \
+                 rpm/luigi-appliance.spec
 # EL9's interpreter for the bundled venv. The spec defaults to python3.12; a build host must
 # have the same interpreter, and Debian 12 (our CI) has python3.11.
 RPM_PYTHON ?= python3.11
@@ -88,13 +96,15 @@ rpm: wheels
 	    tar --null -T - --transform 's|^|luigi-appliance-$(VERSION)/|' -czf "$$top/SOURCES/luigi-appliance-$(VERSION).tar.gz"; \
 	tar -czf "$$top/SOURCES/luigi-appliance-wheels-$(VERSION).tar.gz" \
 	    -C $(WHEELS) --exclude .complete . -C $(CURDIR)/rpm requirements.lock; \
-	rpmbuild -ba $(RPMBUILD_FLAGS) $(RPM_MACROS) --define "_topdir $$top" $(RPM_DEFINES) rpm/luigi-appliance.spec; \
+	$(STAMP_SPEC) >"$$top/luigi-appliance.spec"; \
+	rpmbuild -ba $(RPMBUILD_FLAGS) $(RPM_MACROS) --define "_topdir $$top" $(RPM_DEFINES) "$$top/luigi-appliance.spec"; \
 	cp "$$top"/SRPMS/*.rpm "$$top"/RPMS/*/*.rpm dist/
 
 # The spec as `make rpm` has rpmbuild read it, macros expanded (tests/system/test_rpm.py checks that
 # none is left unexpanded).
 rpm-spec:
-	@rpmspec -P $(RPM_MACROS) $(RPM_DEFINES) rpm/luigi-appliance.spec
+	@set -e; spec=$$(mktemp); trap 'rm -f "$$spec"' EXIT; $(STAMP_SPEC) >"$$spec"; \
+	rpmspec -P $(RPM_MACROS) $(RPM_DEFINES) "$$spec"
 
 clean:
 	rm -rf $(VENV) build dist rpm/wheels *.egg-info .pytest_cache .ruff_cache

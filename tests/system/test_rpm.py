@@ -171,6 +171,20 @@ def test_all_packages_are_built(rpms) -> None:
     print(f"\nRPM sizes: {sizes}")
 
 
+def test_the_srpm_spec_needs_no_definitions_from_the_makefile(rpms, tmp_path: Path) -> None:
+    # rpm/luigi-appliance.spec has no version (tests/unit/test_package_structure.py); `make rpm`
+    # writes luigi_appliance/__init__.py's, and the interpreter its wheels are for, into the copy
+    # the SRPM carries. Read alone, as `rpmbuild --rebuild` reads it, that copy is the SRPM.
+    srpm = rpms["1"]["src"]
+    run("sh", "-c", f"rpm2cpio {srpm} | cpio -idm --quiet luigi-appliance.spec", cwd=tmp_path)
+    spec = str(tmp_path / "luigi-appliance.spec")
+    assert run("rpmspec", "-q", "--srpm", "--qf", "%{version}", spec).stdout == VERSION
+    assert run("rpm", "-qp", "--qf", "%{version}", str(srpm)).stdout == VERSION
+    alone = run("rpmspec", "-q", "--buildrequires", spec).stdout.splitlines()
+    built = [r for r in run("rpm", "-qp", "--requires", str(srpm)).stdout.splitlines() if not r.startswith("rpmlib(")]
+    assert sorted(alone) == sorted(built) and venv_python(rpms["1"]["main"]) in alone, (alone, built)
+
+
 def test_rpmlint_has_no_errors_and_no_unfiltered_warnings(rpms) -> None:
     paths = [str(p) for p in rpms["1"].values()]
     result = run("rpmlint", "-r", str(REPO / "rpm" / "luigi-appliance.rpmlintrc"), *paths, check=False)
@@ -221,6 +235,11 @@ def test_payload_matches_the_expected_listing(rpms) -> None:
     assert sorted(p for p in paths if p.startswith(VENV + "/bin/")) == [
         f"{VENV}/bin/luigi-appliance", f"{VENV}/bin/python", f"{VENV}/bin/python3", f"{VENV}/bin/{python}"]
     assert any(p.startswith(f"{VENV}/lib/{python}/site-packages/luigi/") for p in paths)
+    # The build tools and %check's pytest are in the wheels (rpm/requirements.in), not the runtime.
+    site = f"{VENV}/lib/{python}/site-packages/"
+    installed = {p[len(site):].split("/")[0].split("-")[0].lower() for p in paths if p.startswith(site)}
+    assert not installed & {"pip", "setuptools", "wheel", "packaging", "pytest", "_pytest", "pluggy",
+                            "iniconfig", "pygments", "py.py"}, installed
 
 
 def scriptlets(rpm: Path) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import configparser
 import re
 from pathlib import Path
 
@@ -65,8 +66,16 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 
 def test_one_version_for_the_package_the_spec_and_the_collection() -> None:
+    """luigi_appliance.__version__ is the one version string: setup.cfg reads it, `make rpm`
+    writes it into the spec it builds (the spec states none; tests/system/test_rpm.py checks the
+    SRPM's), and ansible/galaxy.yml, which ansible-galaxy reads as it is, must repeat it."""
     version = luigi_appliance.__version__
+    setup_cfg = configparser.ConfigParser()
+    setup_cfg.read(REPO / "setup.cfg")
+    assert setup_cfg["metadata"]["version"] == "attr: luigi_appliance.__version__"
+    assert "version" not in (REPO / "setup.py").read_text()
     spec = (REPO / "rpm" / "luigi-appliance.spec").read_text()
-    galaxy = (REPO / "ansible" / "galaxy.yml").read_text()
-    assert re.search(r"^Version:\s+(\S+)$", spec, re.M).group(1) == version
-    assert re.search(r"^version:\s+(\S+)$", galaxy, re.M).group(1) == version
+    assert re.search(r"^Version:\s+(\S+)$", spec, re.M)[1] == "%{upstream_version}"
+    assert not re.search(r"^\s*%(global|define)\s+upstream_version\b", spec, re.M)
+    galaxy = re.search(r"^version:\s+(\S+)$", (REPO / "ansible" / "galaxy.yml").read_text(), re.M)[1]
+    assert galaxy == version, f"ansible/galaxy.yml has version {galaxy}, luigi_appliance/__init__.py {version}"
