@@ -1,4 +1,4 @@
-"""Who may call what: every Luigi RPC method and every HTTP route, in one place.
+"""Who may call what: every Luigi RPC method (and the appliance's add_tasks) and every HTTP route.
 
 Both tables fail closed. An RPC method luigi defines but this table does not classify is refused
 (a luigi upgrade that adds a method stays locked until someone decides what it is), and so is any
@@ -28,6 +28,9 @@ def _write(role: Role) -> MethodRule:
     return MethodRule(mutates=True, role=role)
 
 
+# RPC methods the appliance serves on top of luigi's (luigi's own RPCHandler does not know them).
+APPLIANCE_RPC_METHODS = frozenset({"add_tasks"})
+
 RPC_METHODS: dict[str, MethodRule] = {
     # Reads, used by the visualiser and by workers.
     "count_pending": _read(),
@@ -50,6 +53,8 @@ RPC_METHODS: dict[str, MethodRule] = {
     # worker's liveness: both change state.
     "add_scheduler_message_response": _write(Role.WORKER),
     "add_task": _write(Role.WORKER),
+    # The appliance's own: many add_task calls in one, each checked as add_task (server/add_tasks.py).
+    "add_tasks": _write(Role.WORKER),
     "add_task_batcher": _write(Role.WORKER),
     "add_worker": _write(Role.WORKER),
     "announce_scheduling_failure": _write(Role.WORKER),
@@ -91,6 +96,8 @@ _READ_ONLY = frozenset({"GET", "HEAD"})
 # Keyed by the regular expression Tornado compiled for each route.
 ROUTES: dict[str, RouteRule] = {
     "/api/(.*)$": RouteRule(Role.VIEWER, frozenset({"GET", "POST"}), api=True),
+    # add_tasks, matched before luigi's /api/(.*): its handler applies RPC_METHODS' rule itself.
+    "/api/add_tasks$": RouteRule(Role.VIEWER, frozenset({"POST"})),
     "/$": RouteRule(Role.VIEWER, _READ_ONLY),
     "/tasklist$": RouteRule(Role.VIEWER, _READ_ONLY),
     "/tasklist/(.*?)$": RouteRule(Role.VIEWER, _READ_ONLY),

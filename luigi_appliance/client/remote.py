@@ -5,21 +5,32 @@ the URL on every retry and puts it in RPCError messages. With ``auth = token`` (
 name and password are sent once, to ``/auth/token``, and every RPC carries the short-lived bearer
 token instead; it is renewed before it expires, and once more if the scheduler refuses it (key
 rotated, scheduler restarted with new keys). A pipeline run thus binds to LDAP once, not per RPC.
+
+The worker's add_task calls are sent in batches, as the appliance's ``add_tasks`` (one round trip
+for up to 500 tasks instead of one each, see ``AuthenticatedRemoteScheduler``); a scheduler that
+does not offer it (luigi's luigid, an older appliance) gets one add_task per task.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import luigi.rpc
+import luigi.scheduler
 import requests
+import tenacity
+from luigi.task_status import RUNNING
 
 from luigi_appliance.client.credentials import Credentials
+from luigi_appliance.client.task_batches import DEFAULT_BATCH_TASKS, Batch, TaskBuffer
 from luigi_appliance.errors import ApplianceError
 from luigi_appliance.luigi_internals.worker import ConfiguredRemoteScheduler, LuigiSchedulerFactory
 
@@ -30,10 +41,22 @@ class SchedulerRefused(ApplianceError):
     """The scheduler answered 401/403: retrying with the same credentials cannot help."""
 
 
-def refused(credentials: Credentials, what: str, status: int) -> SchedulerRefused:
-    """The error for a 401/403 answer to ``what``, naming the account (never its password)."""
+def refused(credentials: Credentials, what: str, status: int, why: str | None = None) -> SchedulerRefused:
+    """The error for a 401/403 answer to ``what``, naming the account (never its password), and
+    ``why``: the scheduler's reason, when it gave one."""
     reason = "authentication failed" if status == 401 else "permission denied"
-    return SchedulerRefused(f"scheduler refused {what} for user {credentials.username!r}: {status} {reason}")
+    because = f": {why[:500]}" if why else ""
+    return SchedulerRefused(f"scheduler refused {what} for user {credentials.username!r}: {status} {reason}{because}")
+
+
+def _reason(resp: requests.Response) -> str | None:
+    """The reason in the appliance's refusal body ``{"error": ..., "reason": ...}``, if any."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return None
+    reason = body.get("reason") if isinstance(body, dict) else None
+    return reason if isinstance(reason, str) else None
 
 
 class TokenAuth(requests.auth.AuthBase):
@@ -116,20 +139,143 @@ class _Fetcher(luigi.rpc.RequestsFetcher):
             self._token_auth.invalidate()
             resp = self.session.post(full_url, data=body, timeout=timeout, verify=self._verify)
         if resp.status_code in (401, 403):
-            raise refused(self._credentials, full_url.rsplit("/", 1)[-1], resp.status_code)
+            raise refused(self._credentials, full_url.rsplit("/", 1)[-1], resp.status_code, _reason(resp))
         resp.raise_for_status()
         return resp.text
 
 
+class _NotOffered(Exception):
+    """The scheduler has no add_tasks (404 or 405)."""
+
+
+class _TooLarge(Exception):
+    """The scheduler refused a batch as too large (413: its body limit or its batch limit)."""
+
+
+_ADD_TASK_ARGUMENTS = list(inspect.signature(luigi.scheduler.Scheduler.add_task).parameters)[1:]
+
+
 class AuthenticatedRemoteScheduler(ConfiguredRemoteScheduler):
+    """luigi's RemoteScheduler for the appliance: credentials, the CA, and batched add_task.
+
+    add_task calls made in the process and thread that created this client (luigi's worker loop:
+    scheduling, and each task's outcome) are buffered, never those of luigi's keep-alive thread or
+    of task processes, and never a RUNNING report (a tracking URL is for while the task runs).
+    The buffer goes as one ``add_tasks`` call when it holds ``batch_tasks`` tasks, and before any
+    other RPC of that thread and at ``close``: the scheduler sees the calls in the order luigi
+    made them. luigi's worker ignores add_task's answer (None), so nothing waits for it. With
+    ``batch_tasks`` 1, or once the scheduler answered add_tasks with 404 or 405, every add_task
+    goes on its own, and so does a batch of one.
+    """
+
     def __init__(self, url: str, credentials: Credentials, ca_file: Path | None,
-                 connect_timeout: float, retry_attempts: int, retry_wait: float, use_token: bool = True):
+                 connect_timeout: float, retry_attempts: int, retry_wait: float, use_token: bool = True,
+                 batch_tasks: int = DEFAULT_BATCH_TASKS):
         verify: str | bool = str(ca_file) if ca_file else True
         token_url = url.rstrip("/") + "/auth/token"
         token_auth = TokenAuth(token_url, credentials, verify, connect_timeout) if use_token else None
+        fetcher = _Fetcher(credentials, verify, token_auth)
         # A refusal is final: retrying with the same credentials cannot help.
-        super().__init__(url, connect_timeout, _Fetcher(credentials, verify, token_auth), retry_attempts,
-                         retry_wait, never_retry=SchedulerRefused)
+        super().__init__(url, connect_timeout, fetcher, retry_attempts, retry_wait, never_retry=SchedulerRefused)
+        self._batch_fetcher = fetcher
+        self._batch_url = url.rstrip("/") + "/api/add_tasks"
+        self._batch_timeout = connect_timeout
+        self._batch_attempts = retry_attempts
+        self._batch_wait = retry_wait
+        self._buffer = TaskBuffer(batch_tasks) if batch_tasks > 1 else None
+        self._buffer_owner = (os.getpid(), threading.get_ident())
+        self._offers_add_tasks = True  # until it answers 404 or 405
+
+    def add_task(self, *args: Any, **kwargs: Any) -> None:
+        """Buffer the call (see the class), or send it with luigi's add_task."""
+        kwargs = {**dict(zip(_ADD_TASK_ARGUMENTS, args, strict=False)), **kwargs}
+        if self._buffer is None or not self._offers_add_tasks or not self._owns_buffer() \
+                or kwargs.get("status") == RUNNING:
+            self.flush_tasks()
+            return super().add_task(**kwargs)  # type: ignore[misc]
+        for batch in self._buffer.add(kwargs):
+            self._send(batch)
+        return None
+
+    def flush_tasks(self) -> None:
+        """Send what this thread's buffer holds (nothing from another thread or process)."""
+        if self._buffer is not None and self._owns_buffer():
+            batch = self._buffer.take()
+            if batch is not None:
+                self._send(batch)
+
+    def close(self) -> None:
+        try:
+            self.flush_tasks()
+        finally:
+            super().close()
+
+    def _owns_buffer(self) -> bool:
+        return (os.getpid(), threading.get_ident()) == self._buffer_owner
+
+    def _send(self, batch: Batch) -> None:
+        # A lone task (each outcome while running: get_work comes next) goes as the add_task it is.
+        if self._offers_add_tasks and len(batch.tasks) > 1:
+            try:
+                self._post(batch)
+                return
+            except _NotOffered:
+                log.warning("the scheduler does not offer add_tasks (luigid or an older appliance): "
+                            "sending one add_task per task")
+                self._offers_add_tasks = False
+            except _TooLarge:
+                for half in batch.halves():
+                    self._send(half)
+                return
+        for task in batch.tasks:
+            super().add_task(worker=batch.worker, **task)  # type: ignore[misc]
+
+    def _post(self, batch: Batch) -> None:
+        """One add_tasks call, retried as luigi retries an RPC (not a refusal, 404, 405 or 413)."""
+        retrying = tenacity.Retrying(wait=tenacity.wait_fixed(self._batch_wait),
+                                     stop=tenacity.stop_after_attempt(self._batch_attempts),
+                                     retry=tenacity.retry_if_exception(_worth_retrying), reraise=True)
+        try:
+            retrying(self._batch_fetcher.fetch, self._batch_url, {"data": batch.data()}, self._batch_timeout)
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else None
+            if status in (404, 405):
+                raise _NotOffered() from None
+            if status == 413:
+                raise _TooLarge() from None
+            raise _rpc_error(self._batch_url, self._batch_attempts, exc) from None
+        except requests.RequestException as exc:
+            raise _rpc_error(self._batch_url, self._batch_attempts, exc) from None
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return exc.response.status_code not in (404, 405, 413)
+    return isinstance(exc, requests.RequestException)
+
+
+def _rpc_error(url: str, attempts: int, exc: Exception) -> luigi.rpc.RPCError:
+    """luigi's error for an RPC that failed every attempt (its worker reports these)."""
+    return luigi.rpc.RPCError(f"Errors ({attempts} attempts) when connecting to remote scheduler "
+                              f"{url.rsplit('/api/', 1)[0]!r}", exc)
+
+
+def _flushing(name: str) -> Callable[..., Any]:
+    """luigi's RPC method ``name``, sending the buffered add_task calls first."""
+    luigi_method = getattr(ConfiguredRemoteScheduler, name)
+
+    @functools.wraps(luigi_method)
+    def method(self: AuthenticatedRemoteScheduler, *args: Any, **kwargs: Any) -> Any:
+        self.flush_tasks()
+        return luigi_method(self, *args, **kwargs)
+
+    return method
+
+
+# Every other RPC method luigi's client has (as luigi itself sets them on RemoteScheduler).
+for _name in luigi.scheduler.RPC_METHODS:
+    if _name != "add_task":
+        setattr(AuthenticatedRemoteScheduler, _name, _flushing(_name))
 
 
 class WorkerSchedulerFactory(LuigiSchedulerFactory):

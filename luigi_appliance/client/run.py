@@ -52,7 +52,7 @@ def run(options: RunOptions) -> int:
     def make_scheduler() -> AuthenticatedRemoteScheduler:
         return AuthenticatedRemoteScheduler(settings.scheduler_url, credentials, settings.ca_file,
                                             settings.connect_timeout, settings.retry_attempts, settings.retry_wait,
-                                            use_token=settings.auth == "token")
+                                            use_token=settings.auth == "token", batch_tasks=settings.add_task_batch)
 
     result = run_luigi(luigi_args, WorkerSchedulerFactory(make_scheduler))
     if result.status in _OK and result.scheduling_succeeded:

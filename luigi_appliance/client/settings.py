@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from luigi_appliance.client.task_batches import DEFAULT_BATCH_TASKS
 from luigi_appliance.errors import ConfigError
 from luigi_appliance.hosts import is_loopback_host
 from luigi_appliance.settings.declare import key
@@ -41,6 +42,8 @@ class ClientSettings:
     retry_attempts: int = key(int_range(1, 100), 3, "attempts per scheduler call before giving up")
     retry_wait: float = key(duration_range(0, 3600), 30.0, "pause between attempts")
     auth: str = key(choice("token", "basic"), "token", "how each call authenticates: token or basic")
+    add_task_batch: int = key(int_range(1, 1000), DEFAULT_BATCH_TASKS,
+                              "add_task calls sent together as one add_tasks call; 1 sends each alone")
 
 
 CLIENT = section("client", ClientSettings)

@@ -8,6 +8,7 @@
   sending worker RPCs under that id is refused, so one account cannot act as another's worker
   (take its tasks with get_work, report them done with add_task, keep it alive with ping).
 * Audit: every state-changing call, allowed or refused, is one line in the audit trail.
+* add_tasks (server/add_tasks.py): add_task's checks for each of its tasks, all before any applies.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class RpcAccess:
             if self.scheduler is None:
                 return "the access rules have no scheduler to ask about the task"  # fail closed
             task = self._task(method, arguments)
-            reason = (task_access.family_refusal(principal, method, arguments, task)
+            reason = (task_access.family_refusal(principal, method, arguments, task_access.recorded_family(task))
                       or task_access.runner_refusal(principal, method, arguments, task, self.bindings.owner))
             if reason is not None:
                 return reason
@@ -58,6 +59,24 @@ class RpcAccess:
         if rule.role == Role.WORKER and isinstance(worker, str):
             return self.bindings.claim(worker, principal.name)
         return None
+
+    def batch_refusal(self, principal: Principal, worker: str,
+                      tasks: list[dict[str, Any]]) -> tuple[int | None, str] | None:
+        """Why add_tasks may not apply ``tasks`` (the index of the first refused task, when one
+        is, and the reason), or None. The same checks as ``refusal`` for each task's add_task,
+        all of them before anything is applied; the worker id is claimed only once all passed."""
+        if self.scheduler is None:
+            return None, "the access rules have no scheduler to ask about the tasks"  # fail closed
+        scheduler = self.scheduler
+
+        def family_of(task_id: Any) -> str:
+            return task_access.recorded_family(task_access.recorded_task(scheduler, task_id))
+
+        refused = task_access.batch_family_refusal(principal, tasks, family_of)
+        if refused is not None:
+            return refused
+        reason = self.bindings.claim(worker, principal.name)
+        return None if reason is None else (None, reason)
 
     def _task(self, method: str, arguments: dict[str, Any]) -> Any | None:
         return task_access.recorded_task(self.scheduler, arguments.get(task_access.TASK_ARGUMENT.get(method, "")))
@@ -72,7 +91,8 @@ class RpcAccess:
         return recorded, declared if declared not in (None, recorded) else None
 
     def record(self, principal: Principal | None, source: str, method: str, arguments: dict[str, Any],
-               status: int) -> None:
+               status: int, **fields: Any) -> None:
+        """One audit line for a state-changing call (``fields``: more to write, when not None)."""
         if self.audit is None:
             return
         family, declared = self._audited_families(method, arguments)
@@ -83,4 +103,19 @@ class RpcAccess:
             task_id=arguments.get(task_access.TASK_ARGUMENT.get(method, "task_id")),
             worker=arguments.get("worker"),
             status=arguments.get("status") if method == "add_task" else None,
+            **fields,
+        )
+
+    def record_batch(self, principal: Principal | None, source: str, worker: Any, count: int, status: int,
+                     refused_task: dict[str, Any] | None = None) -> None:
+        """The audit line of one add_tasks call; a refused one names its first refused task. Each
+        task a call applies has an add_task line of its own (``record`` with ``via="add_tasks"``)."""
+        if self.audit is None:
+            return
+        family, declared = self._audited_families("add_task", refused_task) if refused_task else (None, None)
+        self.audit.record(
+            "rpc", principal=principal.name if principal else None, source=source,
+            outcome="ok" if status < 400 else f"refused:{status}", method="add_tasks", tasks=count,
+            worker=worker if isinstance(worker, str) else None, family=family, declared_family=declared,
+            task_id=refused_task.get("task_id") if refused_task else None,
         )

@@ -13,7 +13,11 @@ every snapshot. So every call is refused with a one-line reason (400, or 413 for
 * for ``add_task``: ``priority`` is not a number, ``resources`` or ``retry_policy_dict`` not an
   object of numbers, ``deps`` or ``new_deps`` not a list of strings, ``params`` or
   ``param_visibilities`` not an object, either of them is larger than ``MAX_PARAMS_BYTES`` as
-  JSON, or one parameter value is larger than ``MAX_PARAM_VALUE_BYTES``.
+  JSON, or one parameter value is larger than ``MAX_PARAM_VALUE_BYTES``;
+* for ``add_tasks`` (the appliance's batched ``add_task``, server/add_tasks.py): ``data`` is not
+  ``{"worker": ..., "tasks": [...]}``, the batch holds more than ``MAX_BATCH_TASKS`` tasks (413),
+  or one of its tasks would be refused as an ``add_task`` with the batch's worker id (a task
+  carrying a worker id of its own included); the reason names the first such task.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ MAX_DEPTH = 32
 # Luigi sends parameters as strings (Task.to_str_params); these leave room for long lists.
 MAX_PARAMS_BYTES = 64 * 1024
 MAX_PARAM_VALUE_BYTES = 32 * 1024
+# Tasks per add_tasks call: a batch is checked and applied in one turn of the scheduler's loop,
+# so this bounds how long one call holds every other caller up (docs/access-control.md).
+MAX_BATCH_TASKS = 1000
 
 
 class BadArguments(ValueError):
@@ -134,3 +141,39 @@ def _check_add_task(arguments: dict[str, Any]) -> None:
 
 def _json_size(value: Any) -> int:
     return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
+
+
+def check_batch(arguments: dict[str, Any]) -> list[dict[str, Any]]:
+    """add_tasks' tasks as the add_task arguments each is applied with (the batch's worker id in
+    each); raise BadArguments naming the first task that add_task would refuse."""
+    unknown = sorted(arguments.keys() - {"worker", "tasks"})
+    if unknown:
+        raise BadArguments(f"add_tasks takes no argument(s) {', '.join(unknown)[:200]}")
+    worker, tasks = arguments.get("worker"), arguments.get("tasks")
+    if not isinstance(worker, str):
+        raise BadArguments("add_tasks needs argument worker, a string")
+    if not isinstance(tasks, list):
+        raise BadArguments("add_tasks needs argument tasks, a list of add_task arguments")
+    if len(tasks) > MAX_BATCH_TASKS:
+        raise BadArguments(f"add_tasks: {len(tasks)} tasks are more than the limit of {MAX_BATCH_TASKS} "
+                           "per call", 413)
+    checked = []
+    for index, task in enumerate(tasks):
+        try:
+            if not isinstance(task, dict):
+                raise BadArguments("is not a JSON object")
+            if "worker" in task:
+                raise BadArguments("carries a worker id: the batch's worker applies to every task")
+            one = {**task, "worker": worker}
+            check_arguments("add_task", one)
+        except BadArguments as exc:
+            raise BadArguments(f"add_tasks: {batch_task_name(index, len(tasks), task)}: {exc}", exc.status) from None
+        checked.append(one)
+    return checked
+
+
+def batch_task_name(index: int, count: int, task: Any) -> str:
+    """How an error names a batch's task: its position, and its id when it has one."""
+    task_id = task.get("task_id") if isinstance(task, dict) else None
+    named = f" ({task_id[:200]})" if isinstance(task_id, str) else ""
+    return f"task {index + 1} of {count}{named}"

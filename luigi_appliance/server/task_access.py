@@ -61,10 +61,14 @@ def declared_family(method: str, arguments: dict[str, Any]) -> str:
     return family if isinstance(family, str) else ""
 
 
-def family_refusal(principal: Principal, method: str, arguments: dict[str, Any], task: Any | None) -> str | None:
-    """Why ``principal`` may not make this call given the task's family, or None."""
+def recorded_family(task: Any | None) -> str:
+    """The family in a task record; "" for no record or a dependency placeholder."""
+    return task.family if task is not None and task.family else ""
+
+
+def family_refusal(principal: Principal, method: str, arguments: dict[str, Any], recorded: str) -> str | None:
+    """Why ``principal`` may not make this call given the task's ``recorded`` family, or None."""
     task_id = arguments.get(TASK_ARGUMENT.get(method, ""))
-    recorded = task.family if task is not None and task.family else ""
     declared = declared_family(method, arguments)
     restricted = principal.families is not None
     if recorded:
@@ -84,6 +88,28 @@ def family_refusal(principal: Principal, method: str, arguments: dict[str, Any],
         return None
     if not family_allowed(family, principal.families):
         return f"task family {family!r} is not in the allowlist of {principal.name}"
+    return None
+
+
+def batch_family_refusal(principal: Principal, tasks: list[dict[str, Any]],
+                         recorded: Callable[[Any], str]) -> tuple[int, str] | None:
+    """The first of add_tasks' ``tasks`` that ``principal`` may not add, and why, or None.
+
+    Every task is checked before any is applied, against the scheduler's records (``recorded``:
+    task id -> family) as the tasks before it in the batch will have left them: luigi gives a
+    task without a family the one its add_task declares, so a later task of the batch is checked
+    against that family, exactly as a sequence of add_task calls would be.
+    """
+    declared_here: dict[str, str] = {}
+    for index, arguments in enumerate(tasks):
+        task_id = arguments.get("task_id")
+        family = recorded(task_id) or (declared_here.get(task_id, "") if isinstance(task_id, str) else "")
+        reason = family_refusal(principal, "add_task", arguments, family)
+        if reason is not None:
+            return index, reason
+        declared = declared_family("add_task", arguments)
+        if not family and declared and isinstance(task_id, str):
+            declared_here[task_id] = declared
     return None
 
 
