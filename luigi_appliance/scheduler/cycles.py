@@ -28,7 +28,7 @@ class CycleFailing(LuigiScheduler):
         super().__init__(*args, **kwargs)
         self._new_edges: set[str] = set()
 
-    def add_task(self, task_id: str | None = None, **kwargs: Any) -> Any:
+    def add_task(self, task_id: str | None = None, **kwargs: Any) -> Any:  # type: ignore[override]
         result = super().add_task(task_id=task_id, **kwargs)
         if kwargs.get("deps") or kwargs.get("new_deps"):
             self._new_edges.add(task_id)  # type: ignore[arg-type]
@@ -40,10 +40,13 @@ class CycleFailing(LuigiScheduler):
         return super().get_work(*args, **kwargs)
 
     def _pending_deps(self, task_id: str) -> list[str]:
-        task = self.task_record(task_id)
+        # The search visits every pending task reachable from the marked ones: look them up in
+        # luigi's dict directly rather than through task_record, a third of its cost.
+        tasks = self.task_records()
+        task = tasks.get(task_id)
         if task is None or task.status != PENDING:
             return []
-        return [dep for dep in task.deps if (t := self.task_record(dep)) is not None and t.status == PENDING]
+        return [dep for dep in task.deps if (t := tasks.get(dep)) is not None and t.status == PENDING]
 
     def fail_cycles(self) -> list[list[str]]:
         """Fail every pending task on a cycle reachable from tasks given new dependencies."""

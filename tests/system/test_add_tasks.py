@@ -89,7 +89,8 @@ def test_client_conf_sets_the_batch_size_and_1_turns_batching_off(dev_server: Se
                                                                    setting: int, expected: list[int]) -> None:
     conf = client_conf(tmp_path, dev_server)
     conf.write_text(conf.read_text() + f"add_task_batch = {setting}\n")
-    result = run_wide(tmp_path, conf, dev_server.state_dir / "admin-credentials", "--size", "700", "--done-below", "695")
+    result = run_wide(tmp_path, conf, dev_server.state_dir / "admin-credentials",
+                      "--size", "700", "--done-below", "695")
     assert result.returncode == 0, result.stderr[-3000:]
     lines = rpc_lines(dev_server.state_dir / "audit.log")
     assert [x["tasks"] for x in lines if x["method"] == "add_tasks"] == expected

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import hashlib
 import importlib
 import inspect
 import os
@@ -13,11 +14,12 @@ import textwrap
 import types
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import luigi
 import pytest
 
-from luigi_appliance.luigi_internals.seams import SEAMS, Seam
+from luigi_appliance.luigi_internals.seams import REIMPLEMENTED, SEAMS, Seam
 
 PACKAGE = Path(__file__).resolve().parents[2] / "luigi_appliance"
 BOUNDARY = PACKAGE / "luigi_internals"
@@ -173,3 +175,16 @@ def test_every_private_name_the_boundary_uses_is_a_listed_seam() -> None:
             if name not in listed:
                 unlisted.append(f"{os.path.relpath(path, PACKAGE.parent)}:{line}: {what}")
     assert not unlisted, "add these to luigi_internals/seams.py SEAMS:\n" + "\n".join(unlisted)
+
+
+@pytest.mark.parametrize(("where", "digest"), sorted(REIMPLEMENTED.items()))
+def test_the_luigi_code_the_indexed_core_re_implements_is_unchanged(where: str, digest: str) -> None:
+    module_name, qualname = where.split(":")
+    owner: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        owner = getattr(owner, part)
+    source = inspect.getsource(owner)
+    assert hashlib.sha256(source.encode()).hexdigest() == digest, (
+        f"luigi's {where} changed since the appliance's scheduler core was derived from it: re-derive "
+        "luigi_internals/scheduler.py / scheduler/work.py from the new code, run the differential test, "
+        "then update its digest in luigi_internals/seams.py REIMPLEMENTED")
