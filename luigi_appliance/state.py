@@ -256,11 +256,17 @@ class StateStore:
         self._generation = max(last, decoded.generation)
         return decoded
 
-    def encode(self, scheduler: Any, worker_bindings: dict[str, str]) -> EncodedSnapshot:
-        """Capture the state (on the loop: a consistent view) under the next generation."""
+    def next_generation(self) -> int:
+        """The generation of the next snapshot, taken by the scheduler itself (the snapshot may be
+        encoded in a forked child, whose count the scheduler would never see)."""
         self._generation += 1
-        payload = capture(scheduler, worker_bindings, self._generation)
-        return EncodedSnapshot(self._generation, self.snapshot.encode(payload))
+        return self._generation
+
+    def encode(self, scheduler: Any, worker_bindings: dict[str, str], generation: int) -> EncodedSnapshot:
+        """Capture the state under ``generation``: from one instant (the loop, or a child forked
+        from it)."""
+        payload = capture(scheduler, worker_bindings, generation)
+        return EncodedSnapshot(generation, self.snapshot.encode(payload))
 
     def write(self, encoded: EncodedSnapshot) -> None:
         """Write the snapshot, then record its generation (a crash between leaves the record behind,

@@ -11,6 +11,7 @@ from tornado.ioloop import PeriodicCallback
 
 from luigi_appliance import state
 from luigi_appliance.errors import StateError
+from luigi_appliance.server.forked import fork_job, wait_job
 from luigi_appliance.server.lifecycle import Component
 from luigi_appliance.server.worker_bindings import WorkerBindings
 
@@ -18,7 +19,8 @@ log = logging.getLogger(__name__)
 
 
 class Snapshotter(Component):
-    """Writes signed snapshots: pickled on the loop (a consistent view), written in a thread."""
+    """Writes signed snapshots from a forked child (server/forked.py), so that pickling a large
+    state never stops the loop; at shutdown, in the process itself."""
 
     name = "snapshots"
 
@@ -26,7 +28,7 @@ class Snapshotter(Component):
         self._scheduler = scheduler
         self._store = store
         self._bindings = bindings
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot")
+        self._waiter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot")
         self._timer = PeriodicCallback(self.periodic, interval * 1000)
         self._busy = False
         self._ok = True
@@ -36,23 +38,40 @@ class Snapshotter(Component):
 
     async def periodic(self) -> None:
         if self._busy:
-            return  # the previous write is still fsyncing; never queue them up
+            return  # the previous snapshot is still being written; never queue them up
         self._busy = True
         try:
-            encoded = self._store.encode(self._scheduler, self._bindings.export())
-            await asyncio.get_running_loop().run_in_executor(self._writer, self._store.write, encoded)
+            await self._write_snapshot()
             self._mark(True)
         except (StateError, OSError) as exc:
             self._mark(False, exc)
         finally:
             self._busy = False
 
+    async def _write_snapshot(self) -> None:
+        generation = self._store.next_generation()
+        bindings = self._bindings.export()
+        loop = asyncio.get_running_loop()
+        try:
+            child = fork_job(lambda: self._store.write(self._store.encode(self._scheduler, bindings, generation)))
+        except OSError as exc:
+            # No fork (out of memory or processes): the snapshot still matters more than the pause.
+            log.warning("Cannot fork to write the state snapshot (%s); pickling it on the scheduler's loop",
+                        exc.strerror)
+            encoded = self._store.encode(self._scheduler, bindings, generation)
+            await loop.run_in_executor(self._waiter, self._store.write, encoded)
+            return
+        problem = await loop.run_in_executor(self._waiter, wait_job, child)
+        if problem is not None:
+            raise StateError(problem)
+
     def close(self) -> None:
         """Stop the interval and write the final snapshot (after any write still under way)."""
         self._timer.stop()
-        self._writer.shutdown(wait=True)
+        self._waiter.shutdown(wait=True)
         try:
-            self._store.write(self._store.encode(self._scheduler, self._bindings.export()))
+            generation = self._store.next_generation()
+            self._store.write(self._store.encode(self._scheduler, self._bindings.export(), generation))
             log.info("Saved final state snapshot %s", self._store.path)
         except (StateError, OSError) as exc:
             log.error("Final state snapshot failed: %s", exc)
