@@ -45,7 +45,8 @@ def scheduler_with_probe(tmp_path: Path) -> Scheduler:
 
 
 def store_in(directory: Path) -> StateStore:
-    return StateStore(SignedSnapshotFile(directory / "state.pickle", KEY), GenerationFile(directory / "state.generation"))
+    return StateStore(SignedSnapshotFile(directory / "state.pickle", KEY),
+                      GenerationFile(directory / "state.generation"))
 
 
 def snapshot_once(snapshotter: Snapshotter, tmp_path: Path) -> None:
