@@ -7,8 +7,9 @@ token instead; it is renewed before it expires, and once more if the scheduler r
 rotated, scheduler restarted with new keys). A pipeline run thus binds to LDAP once, not per RPC.
 
 The worker's add_task calls are sent in batches, as the appliance's ``add_tasks`` (one round trip
-for up to 500 tasks instead of one each, see ``AuthenticatedRemoteScheduler``); a scheduler that
-does not offer it (luigi's luigid, an older appliance) gets one add_task per task.
+for up to 500 tasks instead of one each, see ``AuthenticatedRemoteScheduler``), from a background
+thread while the worker builds the rest of the graph; a scheduler that does not offer it (luigi's
+luigid, an older appliance) gets one add_task per task.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import requests
 import tenacity
 from luigi.task_status import RUNNING
 
+from luigi_appliance.client.batch_sender import BatchSender
 from luigi_appliance.client.credentials import Credentials
 from luigi_appliance.client.task_batches import DEFAULT_BATCH_TASKS, Batch, TaskBuffer
 from luigi_appliance.errors import ApplianceError
@@ -163,7 +165,11 @@ class AuthenticatedRemoteScheduler(ConfiguredRemoteScheduler):
     of task processes, and never a RUNNING report (a tracking URL is for while the task runs).
     The buffer goes as one ``add_tasks`` call when it holds ``batch_tasks`` tasks, and before any
     other RPC of that thread and at ``close``: the scheduler sees the calls in the order luigi
-    made them. luigi's worker ignores add_task's answer (None), so nothing waits for it. With
+    made them. luigi's worker ignores add_task's answer (None), so nothing waits for it: full
+    batches go from a background sender (``BatchSender``) while luigi goes on, and that thread's
+    next other RPC, and ``close``, first wait until all are sent. A batch that fails (a refusal,
+    the retries exhausted) stops the sending, and the worker's next add_task or other RPC raises
+    its error, as if that batch had been sent there: nothing after it is sent. With
     ``batch_tasks`` 1, or once the scheduler answered add_tasks with 404 or 405, every add_task
     goes on its own, and so does a batch of one.
     """
@@ -183,6 +189,7 @@ class AuthenticatedRemoteScheduler(ConfiguredRemoteScheduler):
         self._batch_attempts = retry_attempts
         self._batch_wait = retry_wait
         self._buffer = TaskBuffer(batch_tasks) if batch_tasks > 1 else None
+        self._sender = BatchSender(self._send)
         self._buffer_owner = (os.getpid(), threading.get_ident())
         self._offers_add_tasks = True  # until it answers 404 or 405
 
@@ -194,20 +201,24 @@ class AuthenticatedRemoteScheduler(ConfiguredRemoteScheduler):
             self.flush_tasks()
             return super().add_task(**kwargs)  # type: ignore[misc]
         for batch in self._buffer.add(kwargs):
-            self._send(batch)
+            self._sender.submit(batch)
         return None
 
     def flush_tasks(self) -> None:
-        """Send what this thread's buffer holds (nothing from another thread or process)."""
+        """Send what this thread's buffer holds and wait until all is sent (nothing from another
+        thread or process)."""
         if self._buffer is not None and self._owns_buffer():
             batch = self._buffer.take()
             if batch is not None:
-                self._send(batch)
+                self._sender.submit(batch)
+            self._sender.drain()
 
     def close(self) -> None:
         try:
             self.flush_tasks()
         finally:
+            if self._owns_buffer():
+                self._sender.stop()
             super().close()
 
     def _owns_buffer(self) -> bool:

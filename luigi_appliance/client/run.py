@@ -8,11 +8,11 @@ from pathlib import Path
 
 from luigi.execution_summary import LuigiStatusCode
 
-from luigi_appliance.client.credentials import load_credentials
+from luigi_appliance.client.credentials import Credentials, load_credentials
 from luigi_appliance.client.remote import AuthenticatedRemoteScheduler, WorkerSchedulerFactory
-from luigi_appliance.client.settings import load_client_settings
+from luigi_appliance.client.settings import ClientSettings, load_client_settings
 from luigi_appliance.dag.command import preflight
-from luigi_appliance.luigi_internals.worker import run_luigi
+from luigi_appliance.luigi_internals.worker import get_params_cache, run_luigi
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,12 @@ def run(options: RunOptions) -> int:
                                         ("ca_file", options.ca_file)) if v is not None}
     settings = load_client_settings(options.client_config, overrides)
     credentials = load_credentials(options.credentials_file, settings.credentials_file)
+    # luigi's get_params, called several times per task, dominates building a large graph.
+    with get_params_cache():
+        return _checked_run(options, settings, credentials)
+
+
+def _checked_run(options: RunOptions, settings: ClientSettings, credentials: Credentials) -> int:
     if options.dag_check and preflight(options.luigi_args) is not None:
         return EXIT_PREFLIGHT
     luigi_args = list(options.luigi_args)
