@@ -57,9 +57,9 @@ class IndexedTask(luigi.scheduler.Task):
                  params: Any = None, param_visibilities: Any = None, accepts_messages: Any = False,
                  tracking_url: Any = None, status_message: Any = None, progress_percentage: Any = None,
                  retry_policy: Any = "notoptional"):
-        # luigi's Task.__init__, field for field and in its order (tests/unit/test_scheduler_tasks.py
-        # compares the two), writing the stored fields directly: luigi builds a throwaway Task on
-        # every add_task and one per dependency, so this runs more often than any other code here.
+        # luigi's Task.__init__, field for field and in its order (tests/unit/test_scheduler_index.py
+        # compares the two), writing the stored fields directly: no index exists for the task yet,
+        # so the properties' notifications would have nothing to tell.
         self.id = task_id
         self.stakeholders: set[str] = set()
         self._wk = WorkerSet(task=self)
