@@ -8,7 +8,7 @@ It builds the state (``scale_workload`` population: SIZE pending tasks from 4 wo
 the process's resident set size before and after (``/proc/self/statm``, after ``gc.collect()``),
 then times, each for at most CALLS calls and its share of BUDGET seconds (whichever ends first,
 at least one call): ``task_list(status=PENDING)`` with the default ``max_shown_tasks``,
-``count_pending``, ``prune``, the first ``get_work`` on its own, then ``get_work`` (rotating
+``count_pending``, ``prune``, ``worker_list``, ``inverse_dep_graph`` of a random task, the first ``get_work`` on its own, then ``get_work`` (rotating
 workers; each task handed out is reported DONE, untimed, as a worker would), ``add_task`` of new
 pending tasks, and ``add_task`` re-adding a pending task by its worker. With CALLS 0 it only builds
 the state and reports its memory.
@@ -32,12 +32,13 @@ from scale_workload import latency_stats, task_spec, worker_id
 WORKERS = 4
 # Share of the budget per measured operation; get_work, the slowest in stock luigi, gets the most.
 SHARES = {"get_work": 0.4, "add_task_new": 0.12, "add_task_readd": 0.12, "count_pending": 0.12,
-          "task_list_pending": 0.12, "prune": 0.12}
+          "task_list_pending": 0.12, "prune": 0.12, "worker_list": 0.06, "inverse_dep_graph": 0.06}
 # The slow, whole-state operations get fewer calls than the per-task ones.
 # The first get_work after the build is timed on its own: it may carry work a scheduler deferred
 # while tasks were added (ours checks new dependencies for cycles then), which a scheduler taking
 # tasks and handing out work all the time spreads over many calls.
-CALL_FRACTION = {"task_list_pending": 0.05, "prune": 0.05, "first_get_work": 0.0}
+CALL_FRACTION = {"task_list_pending": 0.05, "prune": 0.05, "worker_list": 0.05, "inverse_dep_graph": 0.05,
+                 "first_get_work": 0.0}
 
 
 def rss_bytes() -> int:
@@ -97,6 +98,8 @@ def measure(scheduler: Any, size: int, budget: float, calls: int) -> dict[str, l
         "task_list_pending": lambda n: scheduler.task_list(status="PENDING", upstream_status=""),
         "count_pending": lambda n: scheduler.count_pending(worker=worker_id(n % WORKERS)),
         "prune": lambda n: scheduler.prune(),
+        "worker_list": lambda n: scheduler.worker_list(),
+        "inverse_dep_graph": lambda n: scheduler.inverse_dep_graph(task_id=task_spec(rng.randrange(size)).task_id),
         "first_get_work": get_work,
         "get_work": get_work,
         "add_task_new": add_new,

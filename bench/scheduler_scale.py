@@ -71,7 +71,7 @@ BUILD_SECONDS_PER_TASK = 1e-3  # generous bound on building the state, to size t
 GOAL_FLAT = 0.8
 OPS = (("get_work", "get_work"), ("add_task_new", "add_task new"), ("add_task_readd", "add_task re-add"),
        ("count_pending", "count_pending"), ("task_list_pending", "task_list PENDING"), ("prune", "prune"),
-       ("first_get_work", "1st get_work"))
+       ("worker_list", "worker_list"), ("inverse_dep_graph", "inverse_dep_graph"), ("first_get_work", "1st get_work"))
 QUICK = {"budget": 4.0, "calls": 20, "duration": 2.0, "run_budget": 120.0}
 
 

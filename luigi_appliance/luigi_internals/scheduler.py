@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -280,6 +281,65 @@ class LuigiScheduler(luigi.scheduler.Scheduler):
             task.workers.add(worker_id)
             worker.tasks.add(task)  # luigi: state.get_worker(worker_id), the same record
             task.runnable = runnable
+
+    def worker_list(self, include_running: Any = True, **kwargs: Any) -> Any:
+        # luigi's worker_list, statement for statement, with its walk over every PENDING task
+        # behind pending_per_worker().
+        self.prune()
+        workers = [
+            dict(
+                name=worker.id,
+                last_active=worker.last_active,
+                started=worker.started,
+                state=worker.state,
+                first_task_display_name=self._first_task_display_name(worker),
+                num_unread_rpc_messages=len(worker.rpc_messages),
+                **worker.info,
+            )
+            for worker in self._state.get_active_workers()
+        ]
+        workers.sort(key=lambda worker: worker["started"], reverse=True)
+        if include_running:
+            running: dict[str, dict[str, Any]] = collections.defaultdict(dict)
+            for task in self._state.get_active_tasks_by_status(RUNNING):
+                if task.worker_running:
+                    running[task.worker_running][task.id] = self._serialize_task(task.id, include_deps=False)
+            pending = self.pending_per_worker([worker["name"] for worker in workers])
+            for worker in workers:
+                tasks = running[worker["name"]]
+                num_pending, num_uniques = pending[worker["name"]]
+                worker["num_running"] = len(tasks)
+                worker["num_pending"] = num_pending
+                worker["num_uniques"] = num_uniques
+                worker["running"] = tasks
+        return workers
+
+    def pending_per_worker(self, worker_ids: list[str]) -> dict[str, tuple[int, int]]:
+        """Per worker id: how many PENDING tasks name it among their workers, and how many name it alone."""
+        num_pending: dict[str, int] = collections.defaultdict(int)
+        num_uniques: dict[str, int] = collections.defaultdict(int)
+        for task in self._state.get_active_tasks_by_status(PENDING):
+            for worker in task.workers:
+                num_pending[worker] += 1
+            if len(task.workers) == 1:
+                num_uniques[next(iter(task.workers))] += 1
+        return {worker_id: (num_pending[worker_id], num_uniques[worker_id]) for worker_id in worker_ids}
+
+    def inverse_dep_graph(self, task_id: Any, include_done: Any = True, **kwargs: Any) -> Any:
+        # luigi's inverse_dep_graph, with its map of every task's dependants behind dependants().
+        self.prune()
+        if not self._state.has_task(task_id):
+            return {}
+        dependants = self.dependants()
+        return self._traverse_graph(task_id, dep_func=lambda t: dependants(t.id), include_done=include_done)
+
+    def dependants(self) -> Callable[[str], set[str]]:
+        """A lookup: task id -> the ids of the tasks whose dependencies include it."""
+        inverse_graph: dict[str, set[str]] = collections.defaultdict(set)
+        for task in self._state.get_active_tasks():
+            for dep in task.deps:
+                inverse_graph[dep].add(task.id)
+        return inverse_graph.__getitem__
 
     def _shared_retry_policy(self, retry_policy_dict: dict[str, Any]) -> Any:
         # One RetryPolicy object per distinct policy, shared by the tasks that have it (luigi

@@ -36,6 +36,9 @@ SEAMS: tuple[Seam, ...] = (
     Seam("luigi.scheduler:Scheduler", "_update_priority", "method", "add_task raises dependencies' priority"),
     Seam("luigi.scheduler:Scheduler", "_email_batcher", "instance attribute", "add_task's batched failure e-mails"),
     Seam("luigi.scheduler:Scheduler", "_prune_tasks", "method", "overridden: prune visits the tasks it may change"),
+    Seam("luigi.scheduler:Scheduler", "_first_task_display_name", "method", "worker_list's display name"),
+    Seam("luigi.scheduler:Scheduler", "_serialize_task", "method", "worker_list's running tasks"),
+    Seam("luigi.scheduler:Scheduler", "_traverse_graph", "method", "inverse_dep_graph's walk"),
     Seam("luigi.scheduler:SimpleTaskState", "_remove_workers_from_tasks", "method",
          "overridden: only the tasks naming the workers"),
     Seam("luigi.scheduler:SimpleTaskState", "_metrics_collector", "instance attribute", "kept in the indexed state"),
@@ -64,10 +67,11 @@ SEAMS: tuple[Seam, ...] = (
 
 
 # luigi functions whose logic luigi_internals/scheduler.py and scheduler/ carry in their own form
-# (add_task statement for statement; get_work, count_pending, prune and the worker-task queries
-# answered from indexes). tests/unit/test_luigi_boundary.py pins their source: a luigi upgrade that
-# changes one fails there, naming it, so the re-implementation is re-derived before it ships (the
-# differential test, tests/system/test_scheduler_differential.py, then says whether they agree).
+# (add_task and worker_list statement for statement; get_work, count_pending, prune, the worker-task
+# queries, worker_list's pending counts and inverse_dep_graph's dependants answered from indexes).
+# tests/unit/test_luigi_boundary.py pins their source: a luigi upgrade that changes one fails there,
+# naming it, so the re-implementation is re-derived before it ships (the differential test,
+# tests/system/test_scheduler_differential.py, then says whether they agree).
 REIMPLEMENTED: dict[str, str] = {
     "luigi.scheduler:Scheduler.add_task": "9962e9023694a821e501af069713ee17558e8353f0e4a2ca4aa1139794b161ab",
     "luigi.scheduler:Scheduler.get_work": "a5887ca1429e7cf0ea6085e8c6363fa5c17a64aca017c05011913bada02d5ffb",
@@ -78,4 +82,6 @@ REIMPLEMENTED: dict[str, str] = {
     "luigi.scheduler:SimpleTaskState.get_worker": "678da5a61f2555edd92d154f5aed8d13487472ba262553ea4816ba22ea6a88d2",
     "luigi.scheduler:Worker.is_trivial_worker": "d9c5a9c03e4df4ed2cf019f9c35b43f5ff1078490c41387c5aff93dd68bc8a66",
     "luigi.scheduler:Worker.get_tasks": "e8f4771b0a38bfcc6387e0133f835c018d4634b003d4161bb3beaccdcd29eb89",
+    "luigi.scheduler:Scheduler.worker_list": "db197dd601ee68e68dc6b62544165809ad112621666c064004e082360f485594",
+    "luigi.scheduler:Scheduler.inverse_dep_graph": "d280caf2ac3596ae6f359b94ad0bb67f214a49d80119243093be8cf3f56880bc",
 }

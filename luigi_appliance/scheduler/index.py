@@ -11,7 +11,8 @@
   task itself where there is one, as most ids have, a set of 200 bytes only for more), so a
   dependency's move to or from DONE updates its dependants in O(their number).
 - per worker: the counts count_pending answers (PENDING or FAILED tasks, those with this worker
-  alone, those with this worker last) and PENDING tasks with resources (is_trivial_worker).
+  alone, those with this worker last), the PENDING ones worker_list shows (all, this worker
+  alone) and PENDING tasks with resources (is_trivial_worker).
 - ``excluded``: count_pending leaves out a PENDING task whose dependencies lead, through PENDING
   tasks with dependencies, to a DISABLED task (luigi's UPSTREAM_DISABLED). Found walking back
   from the DISABLED tasks, per worker, only when some exist, and kept until a change that can
@@ -20,7 +21,8 @@
   RUNNING and BATCH_RUNNING tasks (a dead worker's), DISABLED and FAILED ones (re-enabled,
   retried), tasks whose ``remove`` time has come (``removals``, a heap checked lazily) and tasks
   that may have lost their last stakeholder with no ``remove`` set (``unclaimed``: a task joining
-  the state, leaving RUNNING, losing stakeholders or having ``remove`` cleared). ``prune_candidates``
+  the state, leaving RUNNING, losing stakeholders or having ``remove`` cleared, until it gains a
+  stakeholder). ``prune_candidates``
   gives those in the state's order (``_in``, the order tasks joined it), so luigi's own per-task
   steps run over them exactly as over the whole state. ``worker_tasks`` (worker id -> tasks naming
   it among workers or stakeholders, a superset) does the same for dropping a worker from tasks.
@@ -52,6 +54,8 @@ class WorkerRecord:
     unique: int = 0
     last: int = 0
     with_resources: int = 0
+    pending: int = 0
+    pending_unique: int = 0
     ranked: RankedSet = field(default_factory=RankedSet)
 
 
@@ -204,8 +208,7 @@ class SchedulingIndex:
         if status == old:
             task._st = status
             return
-        recount = (old in COUNTED) != (status in COUNTED) or (
-            bool(task._rs) and (old == PENDING) != (status == PENDING))
+        recount = (old in COUNTED) != (status in COUNTED) or (old == PENDING) != (status == PENDING)
         if recount:
             self._count(task, -1)
         task._st = status
@@ -280,6 +283,8 @@ class SchedulingIndex:
 
     def stakeholder_added(self, task: Any, worker_id: str) -> None:
         self._worker_tasks(worker_id).add(task)
+        # Claimed now, while the task is at hand: a bulk add leaves prune nothing to look at.
+        self.unclaimed.discard(task)
 
     def stakeholders_lost(self, task: Any) -> None:
         if not task.stakeholders:
@@ -302,7 +307,9 @@ class SchedulingIndex:
 
     def prune_candidates(self, now: float, status_tasks: Callable[[str], dict[str, Any]]) -> list[Any]:
         """The tasks luigi's prune may change at ``now``, in the state's order."""
-        found = self.unclaimed
+        # A task with stakeholders gives luigi's steps nothing to do unless its status or its
+        # remove time says so, and those are gathered below.
+        found = {task for task in self.unclaimed if not task.stakeholders}
         self.unclaimed = set()
         removals = self.removals
         while removals and removals[0][0] <= now:
@@ -371,7 +378,8 @@ class SchedulingIndex:
             return
         status = task._st
         counted = status in COUNTED
-        resourced = status == PENDING and bool(task._rs)
+        pending = status == PENDING
+        resourced = pending and bool(task._rs)
         unique = len(members) == 1
         for worker_id in members:
             record = self.workers.get(worker_id)
@@ -382,6 +390,10 @@ class SchedulingIndex:
                 record.counted += sign
                 if unique:
                     record.unique += sign
+            if pending:
+                record.pending += sign
+                if unique:
+                    record.pending_unique += sign
             if resourced:
                 record.with_resources += sign
         if counted:

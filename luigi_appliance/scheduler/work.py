@@ -1,5 +1,5 @@
-"""get_work, count_pending and is_trivial_worker answered from the indexes (index.py), exactly as
-luigi 3.8.1 answers them.
+"""get_work, count_pending, is_trivial_worker, worker_list's pending counts and inverse_dep_graph's
+dependants answered from the indexes (index.py), exactly as luigi 3.8.1 answers them.
 
 luigi's get_work sorts every PENDING and RUNNING task and walks them all. In that walk only some
 tasks can matter: a RUNNING task (it holds a greedy worker and resources), a schedulable task of
@@ -27,7 +27,7 @@ import hashlib
 import heapq
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,6 +125,20 @@ class IndexedScheduler(LuigiScheduler):
             "worker_state": record.state,
             "running_tasks": running_tasks,
         }
+
+    # -- worker_list, inverse_dep_graph --------------------------------------------------------
+
+    def pending_per_worker(self, worker_ids: list[str]) -> dict[str, tuple[int, int]]:
+        records = self.index.workers
+        counts = {}
+        for worker_id in worker_ids:
+            record = records.get(worker_id)
+            counts[worker_id] = (0, 0) if record is None else (record.pending, record.pending_unique)
+        return counts
+
+    def dependants(self) -> Callable[[str], set[str]]:
+        index = self.index
+        return lambda task_id: {task.id for task in index.dependants_of(task_id)}
 
     # -- get_work -----------------------------------------------------------------------------
 

@@ -92,18 +92,20 @@ def _expected(scheduler: Scheduler) -> dict[str, Any]:
     per_worker: dict[str, list[int]] = {}
     for t in tasks:
         for w in t.workers:
-            share = per_worker.setdefault(w, [0, 0, 0, 0, 0])
+            share = per_worker.setdefault(w, [0, 0, 0, 0, 0, 0, 0])
             share[0] += 1
             if t.status in COUNTED:
                 share[1] += 1
                 share[2] += len(t.workers) == 1
                 share[3] += t.workers.peek(last=True) == w
             share[4] += t.status == PENDING and bool(t.resources)
+            share[5] += t.status == PENDING
+            share[6] += t.status == PENDING and len(t.workers) == 1
     return {"ready": [t.id for t in ready], "workers": per_worker}
 
 
 def _actual(index: SchedulingIndex) -> dict[str, Any]:
-    per_worker = {w: [r.tasks, r.counted, r.unique, r.last, r.with_resources] for w, r in index.workers.items()}
+    per_worker = {w: [r.tasks, r.counted, r.unique, r.last, r.with_resources, r.pending, r.pending_unique] for w, r in index.workers.items()}
     for w, r in index.workers.items():
         assert [k[-1].id for k in r.ranked] == [k[-1].id for k in index.ranked if w in k[-1].workers]
     for family, ranked in index.families.items():
