@@ -8,7 +8,8 @@ It builds the state (``scale_workload`` population: SIZE pending tasks from 4 wo
 the process's resident set size before and after (``/proc/self/statm``, after ``gc.collect()``),
 then times, each for at most CALLS calls and its share of BUDGET seconds (whichever ends first,
 at least one call): ``task_list(status=PENDING)`` with the default ``max_shown_tasks``,
-``count_pending``, ``prune``, ``worker_list``, ``inverse_dep_graph`` of a random task, the first ``get_work`` on its own, then ``get_work`` (rotating
+``count_pending``, ``prune``, ``worker_list``, ``inverse_dep_graph`` of a random task, the first
+``get_work`` on its own, then ``get_work`` (rotating
 workers; each task handed out is reported DONE, untimed, as a worker would), ``add_task`` of new
 pending tasks, and ``add_task`` re-adding a pending task by its worker. With CALLS 0 it only builds
 the state and reports its memory.

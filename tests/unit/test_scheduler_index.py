@@ -105,7 +105,8 @@ def _expected(scheduler: Scheduler) -> dict[str, Any]:
 
 
 def _actual(index: SchedulingIndex) -> dict[str, Any]:
-    per_worker = {w: [r.tasks, r.counted, r.unique, r.last, r.with_resources, r.pending, r.pending_unique] for w, r in index.workers.items()}
+    per_worker = {w: [r.tasks, r.counted, r.unique, r.last, r.with_resources, r.pending, r.pending_unique]
+                  for w, r in index.workers.items()}
     for w, r in index.workers.items():
         assert [k[-1].id for k in r.ranked] == [k[-1].id for k in index.ranked if w in k[-1].workers]
     for family, ranked in index.families.items():
