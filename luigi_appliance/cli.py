@@ -16,10 +16,10 @@ from luigi_appliance.history.commands import add_parsers as add_history_parsers
 EXIT_ERROR = 1
 
 
-def _settings(args: argparse.Namespace, *, check_files: bool = True):
+def _settings(args: argparse.Namespace, *, check_files: bool = True, for_serve: bool = False):
     from luigi_appliance.config_loader import config_paths, load_settings
 
-    return load_settings(config_paths(args.config), check_files=check_files)
+    return load_settings(config_paths(args.config), check_files=check_files, for_serve=for_serve)
 
 
 # ---- serve -------------------------------------------------------------------------------------
@@ -48,7 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         }
         if args.insecure_http:
             overrides[("server", "insecure_http")] = "true"
-        settings = load_settings([], overrides=overrides)
+        settings = load_settings([], overrides=overrides, for_serve=True)
         scheme = "http" if args.insecure_http else "https"
         print(f"luigi-appliance dev scheduler: {scheme}://127.0.0.1:{args.port}/\n"
               f"  user 'admin', password in {files.password_file}\n"
@@ -58,7 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.state_dir or args.port or args.insecure_http:
             raise ApplianceError("--state-dir, --port and --insecure-http only go with --dev; "
                                  "otherwise set them in scheduler.conf")
-        settings = load_settings(config_paths(args.config))
+        settings = load_settings(config_paths(args.config), for_serve=True)
     logsetup.setup(settings.logging.level, settings.logging.format)
     return serve(settings)
 
@@ -182,7 +182,9 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     from luigi_appliance.config import render_effective
 
-    settings = _settings(args)
+    # check runs what serve checks before it starts: "configuration OK" means serve starts with
+    # it. show prints the configuration even when serve would refuse to start with it.
+    settings = _settings(args, for_serve=args.config_command == "check")
     if args.config_command == "show":
         print(render_effective(settings))
     else:

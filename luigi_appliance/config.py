@@ -60,7 +60,10 @@ class Settings:
 
 
 def render_effective(settings: Settings) -> str:
-    """The effective configuration as INI text, each value annotated with where it came from."""
+    """The effective configuration as INI text that loads back to the same settings: a value
+    from a file under a comment naming its origin; a default, and a secret given as an ``enc:``
+    value (redacted), as a comment line of its own."""
+    inline_secrets = {(s.name, k.name) for s in SECTIONS for k in s.keys if k.secret}
     lines: list[str] = []
     by_section: dict[str, list[tuple[str, str, str]]] = {}
     for (section, name), (value, origin) in sorted(settings.effective.items()):
@@ -71,6 +74,11 @@ def render_effective(settings: Settings) -> str:
             continue
         lines.append(f"[{section}]")
         for name, value, origin in rows:
-            lines.append(f"{name} = {value}    # {origin}")
+            if origin == "default":
+                lines.append(f"# {name} = {value}    (default)")
+            elif (section, name) in inline_secrets:
+                lines.append(f"# {name} = {value}    ({origin})")
+            else:
+                lines += [f"# {origin}", f"{name} = {value}"]
         lines.append("")
     return "\n".join(lines)

@@ -18,9 +18,10 @@ from luigi_appliance.auth.settings import AUTH, load_groups
 from luigi_appliance.config import FREEFORM_SECTIONS, SECTIONS, Settings
 from luigi_appliance.errors import ApplianceError, ConfigError
 from luigi_appliance.secret_settings import SECRETS, SecretFiles
+from luigi_appliance.server.startup_checks import startup_issues
 from luigi_appliance.settings.inifile import Entry, IniDocument, read_files
 from luigi_appliance.settings.issues import ConfigIssue
-from luigi_appliance.settings.loader import SchemaLoader
+from luigi_appliance.settings.loader import SchemaLoader, unknown
 from luigi_appliance.settings.parsers import int_range
 
 DEFAULT_CONFIG = Path("/etc/luigi-appliance/scheduler.conf")
@@ -51,8 +52,10 @@ def _check_backends(loader: SchemaLoader) -> None:
     for name in names or ():
         try:
             registry.backend_factory(name)
-        except ApplianceError as exc:
-            loader.issue(loader.doc.get("auth", "backend"), "auth", "backend", str(exc))
+        except (ApplianceError, ModuleNotFoundError) as exc:
+            message = str(exc) if isinstance(exc, ApplianceError) else (
+                f"the {name} backend needs the Python module {exc.name}, which is not installed")
+            loader.issue(loader.doc.get("auth", "backend"), "auth", "backend", message)
             del loader.values[("auth", "backend")]
             del loader.effective[("auth", "backend")]
             return
@@ -70,8 +73,8 @@ def _load_scheduler_section(doc: IniDocument, loader: SchemaLoader) -> dict[str,
             continue
         param = params.get(entry.key)
         if param is None:
-            known = ", ".join(sorted(k for k in params if k not in _MANAGED_SCHEDULER_KEYS))
-            loader.issue(entry, "scheduler", entry.key, f"unknown luigi scheduler option; expected one of {known}")
+            known = [k for k in params if k not in _MANAGED_SCHEDULER_KEYS]
+            loader.issue(entry, "scheduler", entry.key, unknown("luigi scheduler option", entry.key, known))
             continue
         try:
             parsed[entry.key] = param.parse(entry.value)
@@ -83,11 +86,14 @@ def _load_scheduler_section(doc: IniDocument, loader: SchemaLoader) -> dict[str,
     return parsed
 
 
-def load_settings(paths: list[Path], *, check_files: bool = True,
+def load_settings(paths: list[Path], *, check_files: bool = True, for_serve: bool = False,
                   overrides: dict[tuple[str, str], str] | None = None) -> Settings:
     """Read, validate and return the settings; raise ConfigError listing every problem.
 
-    ``overrides`` are applied as if written in a last drop-in named ``<command line>``.
+    ``check_files``: the files the settings name exist, and secret files are private.
+    ``for_serve``: then everything ``serve`` would refuse at start (server/startup_checks.py),
+    found without creating anything; this is the one validation of ``config check`` and
+    ``serve``. ``overrides`` are applied as if written in a last drop-in named ``<command line>``.
     """
     issues: list[ConfigIssue] = []
     doc = read_files(paths, issues)
@@ -103,11 +109,10 @@ def load_settings(paths: list[Path], *, check_files: bool = True,
     roles, families = load_groups(loader)
     loader.check()
     if issues:
-        order = {name: i for i, name in enumerate(doc.files)}
-        raise ConfigError(sorted(issues, key=lambda i: (order.get(i.file, len(order)), i.line or 0)))
+        raise _config_error(doc, issues)
     # Each section's dataclass is the Settings field of its name; [secrets] gives only its key file.
     built = {s.name: s.build(loader) for s in SECTIONS if s.name not in ("auth", "secrets")}
-    return Settings(
+    settings = Settings(
         **built,
         auth=AUTH.build(loader, roles=roles, families=families),
         secrets_key_file=SECRETS.build(loader).key_file,
@@ -116,3 +121,14 @@ def load_settings(paths: list[Path], *, check_files: bool = True,
         files=doc.files,
         effective=loader.effective,
     )
+    if for_serve:
+        issues = startup_issues(settings, doc)
+        if issues:
+            raise _config_error(doc, issues)
+    return settings
+
+
+def _config_error(doc: IniDocument, issues: list[ConfigIssue]) -> ConfigError:
+    """The issues in the order of the files, then of the lines."""
+    order = {name: i for i, name in enumerate(doc.files)}
+    return ConfigError(sorted(issues, key=lambda i: (order.get(i.file, len(order)), i.line or 0)))

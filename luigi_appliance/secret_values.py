@@ -53,6 +53,9 @@ def secret_file_problem(path: Path) -> str | None:
     if mode & 0o070 and (mode & 0o030 or st.st_gid not in trusted_gids()):
         return (f"secret file {path} has mode {mode:04o} and group id {st.st_gid}: only the service "
                 f"account's group may read it, and nobody but the owner may write it")
+    if not os.access(path, os.R_OK, effective_ids=True):
+        return (f"secret file {path} (owner uid {st.st_uid}, group id {st.st_gid}, mode {mode:04o}) is not "
+                f"readable by this account (uid {os.geteuid()})")
     return None
 
 

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
 from luigi_appliance.secret_values import secret_file_problem, write_private_file
@@ -95,30 +97,91 @@ def server_context(tls: TLSSettings, pair: CertPair, work_dir: Path) -> ssl.SSLC
     return ctx
 
 
-def pair_problem(tls: TLSSettings, pair: CertPair, work_dir: Path) -> str | None:
-    """Why ``pair`` cannot be served, or None: the key-file rules ``config check`` applies, then a
-    trial load into a scratch context (PEM that parses, a key that matches the certificate).
+@dataclass(frozen=True)
+class PairProblem:
+    """Why a certificate pair cannot be served, and which ``[tls]`` key names the faulty file."""
 
-    SIGHUP asks this before touching the live context: a failed load_cert_chain can leave a
-    context with the new certificate and no key, and then every handshake fails.
+    key: str  # cert_file, key_file or ca_file
+    message: str
+
+
+def _load_certificate(cert_file: Path) -> x509.Certificate | str:
+    """The first certificate in ``cert_file``, or why there is none."""
+    try:
+        return x509.load_pem_x509_certificate(cert_file.read_bytes())
+    except OSError as exc:
+        return f"cannot read the certificate {cert_file}: {exc.strerror}"
+    except ValueError:
+        return f"{cert_file} is not a PEM certificate (expected -----BEGIN CERTIFICATE-----)"
+
+
+def _load_private_key(key_file: Path) -> PrivateKeyTypes | str:
+    """The private key in ``key_file``, or why there is none."""
+    try:
+        return serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    except OSError as exc:
+        return f"cannot read the private key {key_file}: {exc.strerror}"
+    except TypeError:
+        return f"the private key {key_file} is encrypted; the scheduler needs it unencrypted (mode 0600)"
+    except (ValueError, UnsupportedAlgorithm):
+        return f"{key_file} is not a PEM private key (expected -----BEGIN PRIVATE KEY-----)"
+
+
+def _public_der(key: PrivateKeyTypes | x509.Certificate) -> bytes:
+    public = key.public_key()
+    return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def chain_problem(ca_file: Path) -> str | None:
+    """Why ``ca_file`` is no PEM certificate chain, or None."""
+    try:
+        x509.load_pem_x509_certificates(ca_file.read_bytes())
+    except OSError as exc:
+        return f"cannot read {ca_file}: {exc.strerror}"
+    except ValueError:
+        return f"{ca_file} holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)"
+    return None
+
+
+def pair_problem(tls: TLSSettings, pair: CertPair) -> PairProblem | None:
+    """Why ``pair`` cannot be served, or None: the key-file rules, certificate and key that parse
+    as PEM and belong together, the chain file, then a trial load into a scratch context.
+
+    Reads the files and writes nothing: ``config check`` and ``serve`` ask it before anything is
+    created, and SIGHUP before touching the live context (a failed load_cert_chain can leave a
+    context with the new certificate and no key, and then every handshake fails).
     """
     problem = secret_file_problem(pair.key_file)
     if problem is not None:
-        return problem
+        return PairProblem("key_file", problem)
+    cert = _load_certificate(pair.cert_file)
+    if isinstance(cert, str):
+        return PairProblem("cert_file", cert)
+    key = _load_private_key(pair.key_file)
+    if isinstance(key, str):
+        return PairProblem("key_file", key)
+    if _public_der(key) != _public_der(cert):
+        return PairProblem("key_file", f"the private key {pair.key_file} does not belong to the certificate "
+                           f"{pair.cert_file}; give the key the certificate was issued for")
+    if tls.ca_file is not None:
+        problem = chain_problem(tls.ca_file)
+        if problem is not None:
+            return PairProblem("ca_file", problem)
     try:
-        load_pair(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), tls, pair, work_dir)
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(pair.cert_file), str(pair.key_file))
     except (OSError, ssl.SSLError, ValueError) as exc:
-        return f"cannot load {pair.cert_file} with key {pair.key_file}: {exc}"
+        return PairProblem("cert_file", f"cannot load {pair.cert_file} with key {pair.key_file}: {exc}")
     return None
 
 
 def reload_pair(ctx: ssl.SSLContext, tls: TLSSettings, pair: CertPair, work_dir: Path) -> str | None:
     """Load the pair's current files into the live ``ctx`` if they pass ``pair_problem``;
     otherwise leave ``ctx`` as it is and return why."""
-    problem = pair_problem(tls, pair, work_dir)
-    if problem is None:
-        load_pair(ctx, tls, pair, work_dir)
-    return problem
+    problem = pair_problem(tls, pair)
+    if problem is not None:
+        return problem.message
+    load_pair(ctx, tls, pair, work_dir)
+    return None
 
 
 def load_pair(ctx: ssl.SSLContext, tls: TLSSettings, pair: CertPair, work_dir: Path) -> None:

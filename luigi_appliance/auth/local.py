@@ -99,7 +99,16 @@ class UsersFile:
         problem = secret_file_problem(self.path)
         if problem:
             raise UsersFileError(problem)
-        return parse_users(self.path.read_text(encoding="utf-8"), str(self.path))
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            raise UsersFileError(f"cannot read {self.path}: {exc.strerror}") from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data[:exc.start].count(b"\n") + 1
+            raise UsersFileError(f"{self.path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x})") from None
+        return parse_users(text, str(self.path))
 
     @contextmanager
     def _locked(self) -> Iterator[dict[str, UserRecord]]:

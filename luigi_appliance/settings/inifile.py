@@ -15,6 +15,7 @@ from luigi_appliance.settings.issues import ConfigIssue
 
 _SECTION = re.compile(r"^\[\s*([A-Za-z0-9_.-]+)\s*\]$")
 _ENTRY = re.compile(r"^([A-Za-z0-9_.-]+)\s*[=:]\s*(.*)$")
+_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,9 @@ def parse_text(text: str, filename: str, doc: IniDocument, issues: list[ConfigIs
     """Parse ``text`` into ``doc``, appending every problem to ``issues`` (never stopping early)."""
     section: str | None = None
     seen_here: set[tuple[str, str]] = set()
-    for lineno, raw in enumerate(text.splitlines(), start=1):
+    # Lines end at "\n" only, as editors count them (splitlines also splits at \f, \x1c, ...).
+    for lineno, text_line in enumerate(text.split("\n"), start=1):
+        raw = text_line.removesuffix("\r")
         line = raw.strip()
         if not line or line[0] in "#;":
             continue
@@ -83,18 +86,38 @@ def parse_text(text: str, filename: str, doc: IniDocument, issues: list[ConfigIs
         doc.entries[(section, key)] = Entry(section, key, m.group(2).strip(), filename, lineno)
 
 
+def decode_config(data: bytes, filename: str, issues: list[ConfigIssue]) -> str:
+    """The text of a configuration file; a byte-order mark and every line that is not UTF-8
+    become issues naming the line (those lines are left out, the rest is still read)."""
+    lines = data.split(b"\n")
+    if lines[0].startswith(_BOM):
+        issues.append(ConfigIssue(filename, 1, None, None, "the file starts with a UTF-8 byte-order mark; "
+                                  "save it as UTF-8 without BOM"))
+        lines[0] = lines[0][len(_BOM):]
+    text = []
+    for lineno, raw in enumerate(lines, start=1):
+        try:
+            text.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            issues.append(ConfigIssue(filename, lineno, None, None,
+                                      f"byte 0x{raw[exc.start]:02x} at column {exc.start + 1} is not UTF-8; "
+                                      "save the file as UTF-8"))
+            text.append("")  # keeps the following lines' numbers
+    return "\n".join(text)
+
+
 def read_files(paths: list[Path], issues: list[ConfigIssue]) -> IniDocument:
     """Read ``paths`` in order into one document; unreadable files become issues."""
     doc = IniDocument(entries={}, sections={}, files=[])
     for path in paths:
         try:
-            text = path.read_text(encoding="utf-8")
+            data = path.read_bytes()
         except FileNotFoundError:
             issues.append(ConfigIssue(str(path), None, None, None, "file not found"))
             continue
-        except (OSError, UnicodeDecodeError) as exc:
-            issues.append(ConfigIssue(str(path), None, None, None, f"cannot read: {exc}"))
+        except OSError as exc:
+            issues.append(ConfigIssue(str(path), None, None, None, f"cannot read: {exc.strerror or exc}"))
             continue
         doc.files.append(str(path))
-        parse_text(text, str(path), doc, issues)
+        parse_text(decode_config(data, str(path), issues), str(path), doc, issues)
     return doc

@@ -9,6 +9,7 @@ show``, each value's display and where it came from.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -124,16 +125,14 @@ class SchemaLoader:
     def _check_unknown(self) -> None:
         for section, (file, line) in self.doc.sections.items():
             if section not in self.sections and section not in self.freeform:
-                known = ", ".join(sorted([*self.sections, *self.freeform]))
                 self.issues.append(ConfigIssue(file, line, section, None,
-                                               f"unknown section; expected one of {known}"))
+                                               unknown("section", section, [*self.sections, *self.freeform])))
         for (section, name), entry in self.doc.entries.items():
             if section not in self.sections:
                 continue
-            allowed = {written for key in self.sections[section].keys for written in key.names}
+            allowed = [written for key in self.sections[section].keys for written in key.names]
             if name not in allowed:
-                self.issue(entry, section, name,
-                           f"unknown key; expected one of {', '.join(sorted(allowed))}")
+                self.issue(entry, section, name, unknown("key", name, allowed))
 
     def _load_plain(self, section: str, key: Key) -> None:
         name = key.name
@@ -191,6 +190,15 @@ class SchemaLoader:
                 return
             self.values[(section, f"{name}_file")] = path
             self.effective[(section, f"{name}_file")] = (str(path), f"{from_file.file}:{from_file.line}")
+
+
+def unknown(kind: str, name: str, known: Iterable[str]) -> str:
+    """The message for an unknown section or key: the known names, the closest first when one is
+    close enough to be a typo."""
+    known = sorted(known)
+    listed = f"expected one of {', '.join(known)}"
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"unknown {kind}; did you mean {close[0]!r}? ({listed})" if close else f"unknown {kind}; {listed}"
 
 
 def display(value: Any) -> str:

@@ -123,10 +123,10 @@ def test_sighup_keeps_the_served_pair_when_the_new_files_would_be_refused(
         reason = f"secret file {live_key} has mode 0644"
     elif change == "key of another certificate":  # a renewal caught half-way: new certificate, old key
         live_cert.write_bytes(second.cert_file.read_bytes())
-        reason = "KEY_VALUES_MISMATCH"
+        reason = f"the private key {live_key} does not belong to the certificate {live_cert}"
     else:
         live_cert.write_bytes(b"not a certificate\n")
-        reason = f"cannot load {live_cert}"
+        reason = f"{live_cert} is not a PEM certificate"
     line = sighup_outcome(server)
     assert "ERROR" in line and "Keeping the previous TLS certificate" in line and reason in line, line
     assert served_fingerprint(server) == served  # new handshakes still get the old, working pair

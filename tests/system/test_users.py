@@ -100,10 +100,11 @@ def test_deleted_user_is_locked_out_after_reload_despite_the_cache(dev_server: S
 def test_config_from_environment_variable(tmp_path: Path) -> None:
     users = tmp_path / "users"
     assert users_cmd(users, "add", "e", password="e-long-password").returncode == 0
-    conf = write_config(tmp_path / "env.conf", f"[auth]\nusers_file = {users}\n[server]\nlisten = 127.0.0.1:9999\n")
+    conf = write_config(tmp_path / "env.conf", f"[auth]\nusers_file = {users}\n[server]\nlisten = 127.0.0.1:9999\n"
+                        f"[state]\ndir = {tmp_path}/state\n[audit]\nfile = {tmp_path}/audit.log\n")
     shown = cli("config", "show", env={"LUIGI_APPLIANCE_CONFIG": str(conf)})
     assert shown.returncode == 0, shown.stderr
-    assert f"listen = 127.0.0.1:9999    # {conf}:4" in shown.stdout
+    assert f"# {conf}:4\nlisten = 127.0.0.1:9999\n" in shown.stdout
 
 
 def test_user_commands_never_write_through_a_planted_symlink(tmp_path: Path) -> None:
