@@ -5,15 +5,20 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from luigi_appliance import __version__
 from luigi_appliance.errors import ApplianceError, ConfigError
 from luigi_appliance.history.commands import add_parsers as add_history_parsers
 
 EXIT_ERROR = 1
+EXIT_USAGE = 2  # as argparse's own usage errors
+# Commands whose options after the command word that they do not know are luigi's (the task's).
+_LUIGI_COMMANDS = ("run", "dag")
 
 
 def _settings(args: argparse.Namespace, *, check_files: bool = True, for_serve: bool = False):
@@ -66,14 +71,52 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # ---- run ---------------------------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from luigi_appliance.client.run import RunOptions, run
+    import luigi.rpc
+
+    from luigi_appliance.client.run import EXIT_NOT_COMPLETE, RunOptions, run
+    from luigi_appliance.client.scheduler_errors import SchedulerError, unreachable
 
     luigi_args = list(args.luigi_args)
     _needs_module_and_task(luigi_args, "run")
     if "--local-scheduler" in luigi_args:
         raise UsageError("run always uses the central scheduler; drop --local-scheduler")
-    return run(RunOptions(args.scheduler_url, args.ca_file, args.credentials_file, args.client_config, luigi_args,
-                          dag_check=not args.no_dag_check))
+    _check_task_command_line(luigi_args)
+    try:
+        return run(RunOptions(args.scheduler_url, args.ca_file, args.credentials_file, args.client_config,
+                              luigi_args, dag_check=not args.no_dag_check))
+    except luigi.rpc.RPCError as exc:  # luigi's, once its retries are spent
+        return _report(unreachable(exc), EXIT_NOT_COMPLETE)
+    except SchedulerError as exc:  # a final answer: refused, untrusted certificate, rejected request
+        return _report(exc, EXIT_NOT_COMPLETE)
+
+
+def _module_name(luigi_args: list[str]) -> str:
+    for i, arg in enumerate(luigi_args):
+        if arg.startswith("--module="):
+            return arg.partition("=")[2]
+        if arg == "--module" and i + 1 < len(luigi_args):
+            return luigi_args[i + 1]
+    return "?"
+
+
+def _check_task_command_line(luigi_args: list[str]) -> None:
+    """Import the pipeline and build the root task as luigi will, so that a module that does not
+    import (exit 1), or a task name or parameter luigi cannot use (exit 2), ends in one line
+    before anything is read or sent, not in a traceback from inside luigi."""
+    from luigi.task_register import TaskClassException
+
+    from luigi_appliance.dag.command import RootUnavailable, root_task
+
+    try:
+        root_task(luigi_args)
+    except ImportError as exc:
+        raise ApplianceError(f"cannot import the pipeline module {_module_name(luigi_args)!r} (--module): {exc}; "
+                             "is its directory on PYTHONPATH, and are its dependencies installed?") from None
+    except TaskClassException as exc:
+        first, *candidates = str(exc).splitlines()  # luigi's lists one candidate per line
+        raise UsageError(" ".join([first, ", ".join(c.strip() for c in candidates)]).strip()) from None
+    except RootUnavailable as exc:
+        raise UsageError(exc.problem.message) from None
 
 
 # ---- worker ------------------------------------------------------------------------------------
@@ -209,20 +252,61 @@ def cmd_secret(args: argparse.Namespace) -> int:
 # ---- parser ------------------------------------------------------------------------------------
 
 class UsageError(ApplianceError):
-    pass
+    """A command line that cannot work: one line, and exit status 2 as argparse's own errors."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse without abbreviations: ``run ... --n 5`` is the task's ``n``, not ``--no-dag-check``.
+    Subcommand parsers are made of the same class (argparse's default), so they all do without."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
+def command_line_path(value: str) -> Path:
+    """A path given on the command line, relative to the working directory (configuration
+    files want absolute paths; a command line is typed where the user stands)."""
+    if not value:
+        raise argparse.ArgumentTypeError("expected a path, got an empty value")
+    return Path(os.path.abspath(value))
+
+
+def _config_after_command(argv: list[str]) -> list[str]:
+    """``--config FILE`` moved before the command word when given after it (README: either
+    place), except for run and dag, whose unknown options are the task's."""
+    command_at = next((i for i, arg in enumerate(argv) if not arg.startswith("-")
+                       and (i == 0 or argv[i - 1] != "--config")), None)
+    if command_at is None or argv[command_at] in _LUIGI_COMMANDS:
+        return argv
+    head, tail, moved = argv[:command_at], [], []
+    rest = iter(argv[command_at:])
+    for arg in rest:
+        if arg == "--config":
+            moved += [arg, next(rest, "")]
+        elif arg.startswith("--config="):
+            moved.append(arg)
+        else:
+            tail.append(arg)
+    if moved and any(arg == "--config" or arg.startswith("--config=") for arg in head):
+        raise UsageError("--config given both before and after the command")
+    return [*moved, *head, *tail]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="luigi-appliance", description="Hardened Luigi central scheduler.")
+    parser = _Parser(prog="luigi-appliance", description="Hardened Luigi central scheduler.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--config", type=Path, help="scheduler.conf to read (default: $LUIGI_APPLIANCE_CONFIG "
-                        "or /etc/luigi-appliance/scheduler.conf, plus its .d/*.conf drop-ins)")
+    parser.add_argument("--config", type=command_line_path,
+                        help="scheduler.conf to read (default: $LUIGI_APPLIANCE_CONFIG or "
+                        "/etc/luigi-appliance/scheduler.conf, plus its .d/*.conf drop-ins); "
+                        "may also follow the command")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the scheduler")
     serve.add_argument("--dev", action="store_true",
                        help="embedded defaults: no config file, everything in --state-dir")
-    serve.add_argument("--state-dir", type=Path, help="(--dev) directory for state, keys, certificate and users")
+    serve.add_argument("--state-dir", type=command_line_path,
+                       help="(--dev) directory for state, keys, certificate and users")
     serve.add_argument("--port", type=int, help="(--dev) port on 127.0.0.1, default 8082")
     serve.add_argument("--insecure-http", action="store_true", help="(--dev) plain HTTP on loopback")
     serve.set_defaults(func=cmd_serve)
@@ -230,9 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a luigi pipeline against the scheduler",
                          usage="luigi-appliance run [options] --module MODULE TASK [task options]")
     run.add_argument("--scheduler-url", help="https://HOST:PORT/ (default from client.conf)")
-    run.add_argument("--ca-file", type=Path, help="CA certificate(s) to verify the scheduler with")
-    run.add_argument("--credentials-file", type=Path, help="file holding username:password")
-    run.add_argument("--client-config", type=Path, help="client.conf (default /etc/luigi-appliance/client.conf)")
+    run.add_argument("--ca-file", type=command_line_path, help="CA certificate(s) to verify the scheduler with")
+    run.add_argument("--credentials-file", type=command_line_path, help="file holding username:password")
+    run.add_argument("--client-config", type=command_line_path,
+                     help="client.conf (default /etc/luigi-appliance/client.conf)")
     run.add_argument("--no-dag-check", action="store_true",
                      help="skip the dependency preflight (cycles, broken requires()) before scheduling")
     run.set_defaults(func=cmd_run)
@@ -243,9 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     "account; audited), so another principal may use it")
     release.add_argument("worker_id", help="the worker id, as worker_list shows it")
     release.add_argument("--scheduler-url", help="https://HOST:PORT/ (default from client.conf)")
-    release.add_argument("--ca-file", type=Path, help="CA certificate(s) to verify the scheduler with")
-    release.add_argument("--credentials-file", type=Path, help="file holding username:password")
-    release.add_argument("--client-config", type=Path, help="client.conf (default /etc/luigi-appliance/client.conf)")
+    release.add_argument("--ca-file", type=command_line_path, help="CA certificate(s) to verify the scheduler with")
+    release.add_argument("--credentials-file", type=command_line_path, help="file holding username:password")
+    release.add_argument("--client-config", type=command_line_path,
+                         help="client.conf (default /etc/luigi-appliance/client.conf)")
     worker.set_defaults(func=cmd_worker)
 
     dag = sub.add_parser("dag", help="check a pipeline's dependency graph without running it")
@@ -259,16 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
     dag.set_defaults(func=cmd_dag)
 
     user = sub.add_parser("user", help="manage local accounts")
-    user.add_argument("--users-file", type=Path, help="default: [auth] users_file from the configuration")
+    user.add_argument("--users-file", type=command_line_path, help="default: [auth] users_file from the configuration")
     user_sub = user.add_subparsers(dest="user_command", required=True)
     add = user_sub.add_parser("add", help="add an account (password from a tty, stdin or --password-file)")
     add.add_argument("name")
     add.add_argument("--role", default="viewer", help="viewer, worker, operator or admin")
-    add.add_argument("--password-file", type=Path)
+    add.add_argument("--password-file", type=command_line_path)
     passwd = user_sub.add_parser("passwd", help="change an account's password (and role)")
     passwd.add_argument("name")
     passwd.add_argument("--role")
-    passwd.add_argument("--password-file", type=Path)
+    passwd.add_argument("--password-file", type=command_line_path)
     delete = user_sub.add_parser("del", help="delete an account")
     delete.add_argument("name")
     user_sub.add_parser("list", help="list accounts and roles")
@@ -300,18 +386,32 @@ def build_parser() -> argparse.ArgumentParser:
     secret = sub.add_parser("secret", help="encrypt secrets for the configuration")
     secret_sub = secret.add_subparsers(dest="secret_command", required=True)
     encrypt = secret_sub.add_parser("encrypt", help="read a secret on stdin, print an enc: value")
-    encrypt.add_argument("--key-file", type=Path, help="default: [secrets] key_file (created if missing)")
+    encrypt.add_argument("--key-file", type=command_line_path, help="default: [secrets] key_file (created if missing)")
     secret.set_defaults(func=cmd_secret)
 
     add_history_parsers(sub)  # db upgrade|current|history, history prune
+    from luigi_appliance.operator.commands import add_parsers as add_operator_parsers
+
+    add_operator_parsers(sub, worker_sub, user_sub)  # task ..., scheduler ..., worker list, user unlock
     return parser
+
+
+def _report(exc: BaseException, code: int) -> int:
+    """Print ``exc`` as the command's one line of error; return ``code``."""
+    logging.getLogger("luigi_appliance").debug("error", exc_info=exc)
+    print(f"luigi-appliance: error: {exc}", file=sys.stderr)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``luigi-appliance`` console script."""
     parser = build_parser()
+    try:
+        argv = _config_after_command(list(sys.argv[1:] if argv is None else argv))
+    except UsageError as exc:
+        parser.error(str(exc))
     args, extra = parser.parse_known_args(argv)
-    if args.command in ("run", "dag"):
+    if args.command in _LUIGI_COMMANDS:
         args.luigi_args = extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -323,16 +423,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except UsageError as exc:
-        parser.error(str(exc))  # exits with status 2
+        return _report(exc, EXIT_USAGE)
     except ConfigError as exc:
         print(f"luigi-appliance: {len(exc.issues)} configuration error(s):", file=sys.stderr)
         for issue in exc.issues:
             print(f"  {issue}", file=sys.stderr)
         return EXIT_ERROR
     except ApplianceError as exc:
-        logging.getLogger("luigi_appliance").debug("error", exc_info=True)
-        print(f"luigi-appliance: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return _report(exc, EXIT_ERROR)
     except KeyboardInterrupt:
         return 130
 

@@ -125,6 +125,9 @@ ROUTES: dict[str, RouteRule] = {
     "/auth/token$": RouteRule(Role.VIEWER, frozenset({"POST"})),
     # An operator frees a worker id bound to a principal (server/workers.py; audited).
     "/appliance/workers/release$": RouteRule(Role.OPERATOR, frozenset({"POST"})),
+    # An administrator lifts a name's login lockout (server/unlock.py; audited). Admin, not
+    # operator: it re-opens password guessing against that name, a decision about accounts.
+    "/appliance/users/unlock$": RouteRule(Role.ADMIN, frozenset({"POST"})),
     # Browser login: the form must be reachable without a session. The guard still applies its
     # method and cross-origin checks; the handlers check the form token and the CSRF token.
     "/login$": RouteRule(None, frozenset({"GET", "HEAD", "POST"})),

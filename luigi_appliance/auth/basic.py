@@ -116,6 +116,11 @@ class BasicAuthenticator:
         self._down: dict[tuple[str, str], float] = {}
         self._pending: dict[tuple[int, str, str], asyncio.Future[Principal | None]] = {}
 
+    @property
+    def throttle(self) -> LoginThrottle | None:
+        """The failed-login throttle (server/unlock.py lifts a name's lockout through it)."""
+        return self._throttle
+
     def _cache_key(self, name: str, password: str) -> bytes:
         return hmac.new(self._key, name.encode() + b"\0" + password.encode(), hashlib.sha256).digest()
 

@@ -10,6 +10,10 @@ Names are counted under ``names.throttle_key`` (every spelling of a name shares 
 The address is None when the client's address is not known (a unix socket without a trusted
 proxy, see server/client_address.py): then only the name is counted, since one address for
 everybody would let one client's bad guesses lock out all the others.
+
+An administrator can lift a name's lockout on the running scheduler (``clear``, served at
+``/appliance/users/unlock``): each failure remembers the name it was for, so the name's failures
+are taken off every address too, and an address that only this name's failures locked is freed.
 """
 
 from __future__ import annotations
@@ -25,8 +29,22 @@ MAX_TRACKED = 50_000
 
 @dataclass
 class _Record:
-    failures: deque[float] = field(default_factory=deque)
+    # (time, throttle key of the name tried): an address's record mixes the names tried from it.
+    failures: deque[tuple[float, str]] = field(default_factory=deque)
     locked_until: float = 0.0
+    # The names whose failures caused the current lockout.
+    locked_by: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Cleared:
+    """What ``LoginThrottle.clear`` lifted: the name's own lockout and the addresses freed. An
+    address also locked by failures of other names stays locked (``still_locked``): lifting it
+    would hand whoever tried those names a fresh round of guesses."""
+
+    name_was_locked: bool
+    addresses: tuple[str, ...]
+    still_locked: tuple[str, ...]
 
 
 class LoginThrottle:
@@ -58,13 +76,15 @@ class LoginThrottle:
             self._forget_idle(now)
         locked = False
         recent = 0
+        tried = throttle_key(name)
         for key in self.keys(name, address):
             rec = self._records.setdefault(key, _Record())
-            while rec.failures and rec.failures[0] <= now - self.window:
+            while rec.failures and rec.failures[0][0] <= now - self.window:
                 rec.failures.popleft()
-            rec.failures.append(now)
+            rec.failures.append((now, tried))
             if len(rec.failures) >= self.limit:
                 rec.locked_until = now + self.lockout
+                rec.locked_by = frozenset(n for _, n in rec.failures)
                 rec.failures.clear()
                 locked = True
             recent = max(recent, len(rec.failures))
@@ -75,7 +95,28 @@ class LoginThrottle:
         shared address must not reset a guessing attacker's count there)."""
         self._records.pop(self.keys(name, None)[0], None)
 
+    def clear(self, name: str, now: float | None = None) -> Cleared:
+        """Lift ``name``'s lockout and forget its failures, at every address (every spelling of
+        the name counts as it: ``ALICE`` clears alice)."""
+        now = time.monotonic() if now is None else now
+        own = self._records.pop(self.keys(name, None)[0], None)
+        tried = throttle_key(name)
+        freed: list[str] = []
+        kept: list[str] = []
+        for key, rec in self._records.items():
+            if not key.startswith("addr:"):
+                continue
+            if any(f[1] == tried for f in rec.failures):
+                rec.failures = deque(f for f in rec.failures if f[1] != tried)
+            if rec.locked_until > now and tried in rec.locked_by:
+                if rec.locked_by == {tried}:
+                    rec.locked_until, rec.locked_by = 0.0, frozenset()
+                    freed.append(key.removeprefix("addr:"))
+                else:
+                    kept.append(key.removeprefix("addr:"))
+        return Cleared(own is not None and own.locked_until > now, tuple(freed), tuple(kept))
+
     def _forget_idle(self, now: float) -> None:
         for key in [k for k, r in self._records.items()
-                    if r.locked_until <= now and (not r.failures or r.failures[-1] <= now - self.window)]:
+                    if r.locked_until <= now and (not r.failures or r.failures[-1][0] <= now - self.window)]:
             del self._records[key]

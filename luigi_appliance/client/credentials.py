@@ -25,26 +25,30 @@ class Credentials:
     source: str = ""
 
 
-def credentials_path(explicit: Path | None, configured: Path | None) -> Path:
+def credentials_path(explicit: Path | None, configured: Path | None) -> tuple[Path, str]:
+    """The credentials file to read, and which step of the lookup named it."""
     if explicit is not None:
-        return explicit
+        return explicit, "--credentials-file"
     if os.environ.get(CREDENTIALS_ENV):
-        return Path(os.environ[CREDENTIALS_ENV])
+        return Path(os.environ[CREDENTIALS_ENV]), f"${CREDENTIALS_ENV}"
     if configured is not None:
-        return configured
+        return configured, "credentials_file in client.conf"
     if os.environ.get("CREDENTIALS_DIRECTORY"):
-        return Path(os.environ["CREDENTIALS_DIRECTORY"]) / SYSTEMD_CREDENTIAL
+        return Path(os.environ["CREDENTIALS_DIRECTORY"]) / SYSTEMD_CREDENTIAL, "$CREDENTIALS_DIRECTORY"
     raise CredentialsError(
         f"no worker credentials: give --credentials-file, set {CREDENTIALS_ENV} to a file, set "
         "credentials_file in client.conf, or run under systemd with LoadCredential=luigi-appliance:PATH")
 
 
 def load_credentials(explicit: Path | None = None, configured: Path | None = None) -> Credentials:
-    path = credentials_path(explicit, configured)
+    """The credentials from the first file the lookup finds; CredentialsError naming the file,
+    where its name came from and what to do, if it is missing, unreadable or too open."""
+    path, named_by = credentials_path(explicit, configured)
     try:
         raw = read_secret_file(path)
     except SecretError as exc:
-        raise CredentialsError(str(exc)) from None
+        create = "; create it with one line username:password, mode 0600" if not path.exists() else ""
+        raise CredentialsError(f"credentials ({named_by}): {exc}{create}") from None
     try:
         text = raw.decode("utf-8").strip("\r\n")
     except UnicodeDecodeError:

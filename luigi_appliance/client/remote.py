@@ -5,6 +5,8 @@ the URL on every retry and puts it in RPCError messages. With ``auth = token`` (
 name and password are sent once, to ``/auth/token``, and every RPC carries the short-lived bearer
 token instead; it is renewed before it expires, and once more if the scheduler refuses it (key
 rotated, scheduler restarted with new keys). A pipeline run thus binds to LDAP once, not per RPC.
+A final answer (401/403, an untrusted certificate, another 4xx but 408 and 429: see
+scheduler_errors.py) is raised at once and never retried; luigi retries the rest.
 
 The worker's add_task calls are sent in batches, as the appliance's ``add_tasks`` (one round trip
 for up to 500 tasks instead of one each, see ``AuthenticatedRemoteScheduler``), from a background
@@ -32,33 +34,22 @@ from luigi.task_status import RUNNING
 
 from luigi_appliance.client.batch_sender import BatchSender
 from luigi_appliance.client.credentials import Credentials
+from luigi_appliance.client.scheduler_errors import (
+    SchedulerError,
+    SchedulerRejected,
+    certificate_failure,
+    describe,
+    is_final,
+    reason,
+    refused,
+    rejected,
+    untrusted,
+)
 from luigi_appliance.client.task_batches import DEFAULT_BATCH_TASKS, Batch, TaskBuffer
 from luigi_appliance.errors import ApplianceError
 from luigi_appliance.luigi_internals.worker import ConfiguredRemoteScheduler, LuigiSchedulerFactory
 
 log = logging.getLogger(__name__)
-
-
-class SchedulerRefused(ApplianceError):
-    """The scheduler answered 401/403: retrying with the same credentials cannot help."""
-
-
-def refused(credentials: Credentials, what: str, status: int, why: str | None = None) -> SchedulerRefused:
-    """The error for a 401/403 answer to ``what``, naming the account (never its password), and
-    ``why``: the scheduler's reason, when it gave one."""
-    reason = "authentication failed" if status == 401 else "permission denied"
-    because = f": {why[:500]}" if why else ""
-    return SchedulerRefused(f"scheduler refused {what} for user {credentials.username!r}: {status} {reason}{because}")
-
-
-def _reason(resp: requests.Response) -> str | None:
-    """The reason in the appliance's refusal body ``{"error": ..., "reason": ...}``, if any."""
-    try:
-        body = resp.json()
-    except ValueError:
-        return None
-    reason = body.get("reason") if isinstance(body, dict) else None
-    return reason if isinstance(reason, str) else None
 
 
 class TokenAuth(requests.auth.AuthBase):
@@ -98,21 +89,33 @@ class TokenAuth(requests.auth.AuthBase):
         try:
             resp = requests.post(self._url, auth=basic, verify=self._verify, timeout=self._timeout)
         except requests.RequestException as exc:
-            # Connection problems are luigi's to retry, like any RPC's.
-            # The URL holds no secret; the exception text says why (e.g. CERTIFICATE_VERIFY_FAILED).
-            raise requests.ConnectionError(f"cannot get a token from {self._url}: {exc}") from None
+            if certificate_failure(exc) is not None:
+                raise untrusted(self._url, self._verify, exc) from None
+            # Connection problems are luigi's to retry, like any RPC's. The URL holds no secret.
+            raise requests.ConnectionError(f"cannot get a token from {self._url}: {describe(exc)}") from exc
         if resp.status_code in (401, 403):
-            raise refused(self._credentials, "the token request", resp.status_code)
+            raise refused(self._credentials, "the token request", resp.status_code, reason(resp))
+        if is_final(resp.status_code):
+            raise rejected(self._url, resp)
         resp.raise_for_status()
-        body = resp.json()
-        lifetime = float(body["expires_in"])
-        self._token = body["access_token"]
+        try:
+            body = resp.json()
+            lifetime = float(body["expires_in"])
+            token = str(body["access_token"])
+        except (ValueError, TypeError, KeyError):
+            raise SchedulerRejected(f"{self._url} answered {resp.status_code} without a token: is scheduler_url "
+                                    "the appliance's?", resp.status_code) from None
+        self._token = token
         self._renew_at = time.monotonic() + lifetime * (1 - self.RENEW_FRACTION)
         log.debug("Got a scheduler token valid for %.0fs", lifetime)
 
 
-class _Fetcher(luigi.rpc.RequestsFetcher):
-    """luigi's fetcher, with our session settings reapplied after a fork (luigi makes a new session)."""
+class AuthenticatedFetcher(luigi.rpc.RequestsFetcher):
+    """luigi's fetcher, with our session settings reapplied after a fork (luigi makes a new session).
+
+    Also the operator commands' client (luigi_appliance/operator/api_client.py): ``send`` any
+    request with the same credentials, CA and refusals.
+    """
 
     def __init__(self, credentials: Credentials, verify: str | bool, token_auth: TokenAuth | None):
         self._credentials = credentials
@@ -120,6 +123,14 @@ class _Fetcher(luigi.rpc.RequestsFetcher):
         self._token_auth = token_auth
         super().__init__()
         self._configure()
+
+    @classmethod
+    def for_scheduler(cls, url: str, credentials: Credentials, ca_file: Path | None, timeout: float,
+                      use_token: bool = True) -> AuthenticatedFetcher:
+        """The fetcher for the scheduler at ``url``: a bearer token from its /auth/token, or Basic."""
+        verify: str | bool = str(ca_file) if ca_file else True
+        token_auth = TokenAuth(url.rstrip("/") + "/auth/token", credentials, verify, timeout) if use_token else None
+        return cls(credentials, verify, token_auth)
 
     def _configure(self) -> None:
         if self._token_auth is not None:
@@ -133,17 +144,35 @@ class _Fetcher(luigi.rpc.RequestsFetcher):
             self._configure()
 
     def fetch(self, full_url: str, body: Any, timeout: float) -> str:
+        resp = self.send("POST", full_url, timeout, data=body)
+        if is_final(resp.status_code):
+            raise rejected(full_url, resp)
+        resp.raise_for_status()  # 5xx, 408, 429: luigi retries
+        return resp.text
+
+    def send(self, method: str, full_url: str, timeout: float, **kwargs: Any) -> requests.Response:
+        """The answer to one request; SchedulerRefused for a 401 or 403 (naming the last part of
+        the URL's path), SchedulerUntrusted for a certificate that fails verification, any other
+        answer as it came."""
         self.check_pid()
-        # verify per request: requests lets $REQUESTS_CA_BUNDLE override a session's verify.
-        resp = self.session.post(full_url, data=body, timeout=timeout, verify=self._verify)
+        resp = self._request(method, full_url, timeout, **kwargs)
         if resp.status_code == 401 and self._token_auth is not None:
             # The token was refused (expired early, keys rotated): one fresh token, one retry.
             self._token_auth.invalidate()
-            resp = self.session.post(full_url, data=body, timeout=timeout, verify=self._verify)
+            resp = self._request(method, full_url, timeout, **kwargs)
         if resp.status_code in (401, 403):
-            raise refused(self._credentials, full_url.rsplit("/", 1)[-1], resp.status_code, _reason(resp))
-        resp.raise_for_status()
-        return resp.text
+            what = full_url.split("?", 1)[0].rsplit("/", 1)[-1]
+            raise refused(self._credentials, what, resp.status_code, reason(resp))
+        return resp
+
+    def _request(self, method: str, full_url: str, timeout: float, **kwargs: Any) -> requests.Response:
+        try:
+            # verify per request: requests lets $REQUESTS_CA_BUNDLE override a session's verify.
+            return self.session.request(method, full_url, timeout=timeout, verify=self._verify, **kwargs)
+        except requests.RequestException as exc:
+            if certificate_failure(exc) is not None:
+                raise untrusted(full_url, self._verify, exc) from None
+            raise
 
 
 class _NotOffered(Exception):
@@ -177,12 +206,9 @@ class AuthenticatedRemoteScheduler(ConfiguredRemoteScheduler):
     def __init__(self, url: str, credentials: Credentials, ca_file: Path | None,
                  connect_timeout: float, retry_attempts: int, retry_wait: float, use_token: bool = True,
                  batch_tasks: int = DEFAULT_BATCH_TASKS):
-        verify: str | bool = str(ca_file) if ca_file else True
-        token_url = url.rstrip("/") + "/auth/token"
-        token_auth = TokenAuth(token_url, credentials, verify, connect_timeout) if use_token else None
-        fetcher = _Fetcher(credentials, verify, token_auth)
-        # A refusal is final: retrying with the same credentials cannot help.
-        super().__init__(url, connect_timeout, fetcher, retry_attempts, retry_wait, never_retry=SchedulerRefused)
+        fetcher = AuthenticatedFetcher.for_scheduler(url, credentials, ca_file, connect_timeout, use_token)
+        # A refusal or an untrusted certificate is final: retrying cannot help.
+        super().__init__(url, connect_timeout, fetcher, retry_attempts, retry_wait, never_retry=SchedulerError)
         self._batch_fetcher = fetcher
         self._batch_url = url.rstrip("/") + "/api/add_tasks"
         self._batch_timeout = connect_timeout
@@ -242,27 +268,20 @@ class AuthenticatedRemoteScheduler(ConfiguredRemoteScheduler):
             super().add_task(worker=batch.worker, **task)  # type: ignore[misc]
 
     def _post(self, batch: Batch) -> None:
-        """One add_tasks call, retried as luigi retries an RPC (not a refusal, 404, 405 or 413)."""
+        """One add_tasks call, retried as luigi retries an RPC (never a final answer)."""
         retrying = tenacity.Retrying(wait=tenacity.wait_fixed(self._batch_wait),
                                      stop=tenacity.stop_after_attempt(self._batch_attempts),
-                                     retry=tenacity.retry_if_exception(_worth_retrying), reraise=True)
+                                     retry=tenacity.retry_if_exception_type(requests.RequestException), reraise=True)
         try:
             retrying(self._batch_fetcher.fetch, self._batch_url, {"data": batch.data()}, self._batch_timeout)
-        except requests.HTTPError as exc:
-            status = exc.response.status_code if exc.response is not None else None
-            if status in (404, 405):
+        except SchedulerRejected as exc:
+            if exc.status in (404, 405):
                 raise _NotOffered() from None
-            if status == 413:
+            if exc.status == 413:
                 raise _TooLarge() from None
-            raise _rpc_error(self._batch_url, self._batch_attempts, exc) from None
+            raise
         except requests.RequestException as exc:
             raise _rpc_error(self._batch_url, self._batch_attempts, exc) from None
-
-
-def _worth_retrying(exc: BaseException) -> bool:
-    if isinstance(exc, requests.HTTPError) and exc.response is not None:
-        return exc.response.status_code not in (404, 405, 413)
-    return isinstance(exc, requests.RequestException)
 
 
 def _rpc_error(url: str, attempts: int, exc: Exception) -> luigi.rpc.RPCError:
@@ -289,11 +308,30 @@ for _name in luigi.scheduler.RPC_METHODS:
         setattr(AuthenticatedRemoteScheduler, _name, _flushing(_name))
 
 
+class _NoTracebackForSchedulerErrors(logging.Filter):
+    """Drops the traceback luigi's worker logs with a scheduler failure ("unexpected framework
+    error while scheduling", "Failed connecting to remote scheduler"): the command ends with a
+    line saying what failed and what to do, and the traceback shows only luigi's and our code.
+    luigi also logs its retries with exc_info outside any except block: "NoneType: None"."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and (record.exc_info[1] is None
+                                or isinstance(record.exc_info[1], (SchedulerError, luigi.rpc.RPCError))):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_LUIGI_LOGGER = logging.getLogger("luigi-interface")
+_NO_TRACEBACK = _NoTracebackForSchedulerErrors()
+
+
 class WorkerSchedulerFactory(LuigiSchedulerFactory):
     """Hands luigi our scheduler client whatever URL luigi's own configuration names."""
 
     def __init__(self, make_scheduler: Any):
         self._make_scheduler = make_scheduler
+        _LUIGI_LOGGER.addFilter(_NO_TRACEBACK)  # a filter is added once, however often this is called
 
     def create_local_scheduler(self) -> Any:
         raise ApplianceError("luigi-appliance run always uses the central scheduler; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -32,11 +33,24 @@ def parse_scheduler_url(value: str) -> str:
     return value if value.endswith("/") else value + "/"
 
 
+def parse_ca_file(value: str) -> Path:
+    """A readable PEM file of CA certificates (checked here: requests would only say so on the
+    first request, as an SSL error that looks like the scheduler's)."""
+    path = parse_path(value)
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except ssl.SSLError:
+        raise ValueError(f"{path} holds no PEM certificate; expected the CA certificate(s) that signed "
+                         "the scheduler's certificate") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return path
+
+
 @dataclass(frozen=True)
 class ClientSettings:
     scheduler_url: str = key(parse_scheduler_url, "https://localhost:8082/", "the scheduler's URL")
-    ca_file: Path | None = key(parse_path, None, "PEM CA certificate(s) verifying the scheduler's certificate",
-                               must_exist=True)
+    ca_file: Path | None = key(parse_ca_file, None, "PEM CA certificate(s) verifying the scheduler's certificate")
     credentials_file: Path | None = key(parse_path, None, "file holding the worker's username:password")
     connect_timeout: float = key(duration_range(1, 600), 10.0, "timeout of each request to the scheduler")
     retry_attempts: int = key(int_range(1, 100), 3, "attempts per scheduler call before giving up")
@@ -60,16 +74,30 @@ def _present(path: Path) -> bool:
     return True
 
 
+_COMMAND_LINE = "<command line>"
+_PATH_KEYS = ("ca_file", "credentials_file")
+
+
+def _as_option(issue: ConfigIssue) -> ConfigIssue:
+    """An issue of a command-line override, named as the option the user typed."""
+    if issue.file != _COMMAND_LINE or issue.key is None:
+        return issue
+    return ConfigIssue(f"--{issue.key.replace('_', '-')}", None, None, None, issue.message)
+
+
 def load_client_settings(explicit: Path | None, overrides: dict[str, str]) -> ClientSettings:
-    """Read client.conf (optional unless named explicitly) and apply command-line overrides."""
+    """Read client.conf (optional unless named explicitly) and apply command-line overrides
+    (paths among them relative to the working directory)."""
     path = explicit or Path(os.environ.get(CLIENT_CONFIG_ENV) or DEFAULT_CLIENT_CONFIG)
     issues: list[ConfigIssue] = []
     paths = [path] if (explicit or _present(path)) else []
     doc = read_files(paths, issues)
     for name, value in overrides.items():
-        doc.entries[("client", name)] = Entry("client", name, value, "<command line>", 0)
+        if name in _PATH_KEYS and value:
+            value = os.path.abspath(value)
+        doc.entries[("client", name)] = Entry("client", name, value, _COMMAND_LINE, 0)
     loader = SchemaLoader(doc, issues, check_files=True, sections=[CLIENT])
     loader.load()
     if issues:
-        raise ConfigError(issues)
+        raise ConfigError([_as_option(issue) for issue in issues])
     return CLIENT.build(loader)

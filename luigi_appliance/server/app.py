@@ -15,7 +15,7 @@ from luigi_appliance.auth.registry import scheme_of
 from luigi_appliance.auth.session import SessionAuthenticator
 from luigi_appliance.errors import ApplianceError
 from luigi_appliance.luigi_internals.server import luigi_app, route_pattern
-from luigi_appliance.server import add_tasks, login, token, visualiser, workers
+from luigi_appliance.server import add_tasks, login, token, unlock, visualiser, workers
 from luigi_appliance.server.client_address import ClientAddresses
 from luigi_appliance.server.guard import GuardContext, HealthHandler, NotFoundHandler, guarded
 from luigi_appliance.server.rpc_access import RpcAccess
@@ -43,7 +43,7 @@ def build_app(scheduler: Any, authenticators: list[Any], *, tls: bool, hsts_max_
     sessions = scheme_of(authenticators, SessionAuthenticator)
     csp, own_routes = visualiser.routes(sessions)
     own_routes = [*own_routes, *login.routes(sessions), *token.routes(scheme_of(authenticators, BearerAuthenticator)),
-                  *workers.routes(), *add_tasks.routes()]
+                  *workers.routes(), *add_tasks.routes(), *unlock.routes(authenticators)]
     front = [(pattern, guarded(handler, rule_for(pattern + "$")), kwargs) for pattern, handler, kwargs in own_routes]
     front.append((r"/healthz", guarded(HealthHandler, rule_for("/healthz$")), {"checks": list(health_checks or [])}))
     # The appliance's history pages take over luigi's URLs (front rules are matched first).

@@ -10,10 +10,12 @@ answering RPCs.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
 import os
 import signal
+import socket
 import time
 
 import luigi.configuration
@@ -28,6 +30,7 @@ from luigi_appliance.audit import AuditLog
 from luigi_appliance.auth.basic import password_authenticator
 from luigi_appliance.auth.registry import SchemeContext, credential_schemes
 from luigi_appliance.config import Settings
+from luigi_appliance.errors import ApplianceError
 from luigi_appliance.history.runtime import HistoryRuntime
 from luigi_appliance.luigi_internals.scheduler import is_live_worker
 from luigi_appliance.scheduler import Scheduler
@@ -68,12 +71,25 @@ def _make_scheduler(settings: Settings, history: HistoryRuntime) -> Scheduler:
     return Scheduler(config=cfg, resources=dict(settings.resources), task_history_impl=task_history)
 
 
-def _bind(settings: Settings) -> list:
+def _bind(settings: Settings) -> list[socket.socket]:
+    """The listening sockets, or an error naming the address, where it was configured and why."""
     listen = settings.server.listen
-    if listen.unix_path is not None:
-        return [tornado.netutil.bind_unix_socket(str(listen.unix_path), mode=0o660)]
-    assert listen.port is not None  # a TCP listen address always has one (server/settings.py)
-    return tornado.netutil.bind_sockets(listen.port, address=listen.host)
+    try:
+        if listen.unix_path is not None:
+            return [tornado.netutil.bind_unix_socket(str(listen.unix_path), mode=0o660)]
+        assert listen.port is not None  # a TCP listen address always has one (server/settings.py)
+        return tornado.netutil.bind_sockets(listen.port, address=listen.host)
+    except (OSError, ValueError) as exc:  # ValueError: tornado's "exists and is not a socket"
+        origin = settings.effective.get(("server", "listen"), ("", "default"))[1]
+        where = "the command line" if origin.startswith("<command line>") else origin
+        code = exc.errno if isinstance(exc, OSError) else None
+        hint = {errno.EADDRINUSE: "another process listens there (ss -ltnp shows which); stop it or choose "
+                                  "another address",
+                errno.EADDRNOTAVAIL: "no interface of this host has that address",
+                errno.EACCES: "ports below 1024 need CAP_NET_BIND_SERVICE (or another port)"}.get(code or 0)
+        why = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+        raise ApplianceError(f"cannot listen on {listen} ([server] listen, {where}): {why}"
+                             f"{'; ' + hint if hint else ''}") from None
 
 
 def _ping_watchdog() -> None:
@@ -106,9 +122,11 @@ class _Listener(Component):
 
     name = "listener"
 
-    def __init__(self, settings: Settings, app: tornado.web.Application, certificate: ServerCertificate | None):
+    def __init__(self, settings: Settings, app: tornado.web.Application, certificate: ServerCertificate | None,
+                 sockets: list[socket.socket]):
         self._settings = settings
         self._certificate = certificate
+        self._sockets = sockets
         headers = app.settings["appliance_guard"].headers
         self._server = tornado.httpserver.HTTPServer(
             BodyLimit(app, settings.server.max_body_bytes, headers),
@@ -120,7 +138,7 @@ class _Listener(Component):
         )
 
     def start(self) -> None:
-        self._server.add_sockets(_bind(self._settings))
+        self._server.add_sockets(self._sockets)
         scheme = "http" if self._certificate is None else "https"
         log.info("Scheduler listening on %s://%s/", scheme, self._settings.server.listen)
 
@@ -134,6 +152,10 @@ class _Server:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.components = Components()
+        # Bound before anything else: a second scheduler (or another program) on the address
+        # stops this one before it reads or writes any state. Connections wait in the backlog
+        # until the listener starts.
+        sockets = _bind(settings)
         prepare_state_dir(settings)
         _isolate_luigi_config()
         self.store = open_store(settings)
@@ -172,7 +194,7 @@ class _Server:
                              history_routes=self.history.routes(),
                              rpc_access=RpcAccess(self.audit, self.bindings),
                              client_addresses=ClientAddresses(settings.server.trusted_proxies))
-        self.components.add(_Listener(settings, self.app, self.tls))
+        self.components.add(_Listener(settings, self.app, self.tls, sockets))
         self.stopping = asyncio.Event()
 
     def reload(self) -> None:
