@@ -1,6 +1,9 @@
 """/history, /history/by_*, /tasklist, /tasklist/<name> and the JSON API, from reader.py.
 
-Same URLs and look as luigi's pages. Queries run in a small thread pool, never on the IOLoop.
+Same URLs and look as luigi's pages, under the appliance's header (server/page_header.py), with
+statuses in colour and, for a task whose latest run failed, the error the scheduler holds for it
+(server/task_failures.py: the database records no errors). Queries run in a small thread pool,
+never on the IOLoop.
 Without [history] configured every page says so (404) instead of failing; with the database
 down they answer 503. app.py puts each handler behind the guard (policy.ROUTES: viewer).
 """
@@ -24,12 +27,17 @@ from luigi_appliance.history.clean import NAME_WIDTH, PARAM_NAME_WIDTH, TASK_ID_
 from luigi_appliance.history.metrics import prometheus_text
 from luigi_appliance.history.reader import HistoryReader
 from luigi_appliance.history.status import DISABLED_JSON, HistoryStatus
+from luigi_appliance.server import task_failures
+from luigi_appliance.server.page_header import STYLE, page_header
 
 log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 MAX_LIMIT = 1000
 MAX_HOURS = 24 * 366
+# Bootstrap's label colours, as the visualiser shows these statuses (RUNNING blue here: luigi's
+# aqua is hard to read as text).
+STATUS_STYLES = {"DONE": "success", "FAILED": "danger", "RUNNING": "primary", "PENDING": "warning"}
 T = TypeVar("T")
 
 
@@ -47,6 +55,27 @@ class _BadRequest(Exception):
 
 def fmt_ts(ts: dt.datetime | None) -> str:
     return ts.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if ts else ""
+
+
+def status_style(status: str | None) -> str:
+    """The Bootstrap label class of a status (grey for one not listed)."""
+    return "label-" + STATUS_STYLES.get(status or "", "default")
+
+
+def newest_failures(rows: list[tuple[int, str | None, str | None]],
+                    lookup: task_failures.FailureLookup) -> dict[int, str]:
+    """Record id -> the scheduler's error, for (record id, task id, status) rows listed newest
+    first: only the newest row of each task, and only if it failed (the error is its latest)."""
+    reasons: dict[int, str] = {}
+    seen: set[str] = set()
+    for record_id, task_id, status in rows:
+        if task_id is None or task_id in seen:
+            continue
+        seen.add(task_id)
+        error = lookup(task_id) if status == "FAILED" else None
+        if error:
+            reasons[record_id] = error
+    return reasons
 
 
 def fmt_seconds(seconds: float | None) -> str:
@@ -75,8 +104,16 @@ class _HistoryHandler(tornado.web.RequestHandler):
         status = self.source.status() if self.source is not None else None
         if status is not None and not status.healthy:
             degraded = f"{status.spool_events} event(s) in the spool"
-        namespace.update(fmt_ts=fmt_ts, fmt_seconds=fmt_seconds, degraded=degraded)
+        header = page_header(self)
+        namespace.update(fmt_ts=fmt_ts, fmt_seconds=fmt_seconds, degraded=degraded, status_style=status_style,
+                         summary=task_failures.summary, header_style=STYLE,
+                         header=header.html(header.visitor(self, getattr(self, "principal", None))))
         return namespace
+
+    def failure_reasons(self, rows: list[reader.TaskRow]) -> dict[int, str]:
+        """The failure reasons of ``rows`` (newest first) by record id."""
+        return newest_failures([(r.id, r.task_id, r.latest.event_name if r.latest else None) for r in rows],
+                               task_failures.failure_lookup(self))
 
     def limit(self) -> int:
         default = self.source.reader.settings.page_size if self.source else 100
@@ -143,6 +180,7 @@ class RecentHandler(_HistoryHandler):
         except ValueError as exc:
             raise _BadRequest(str(exc)) from None
         self.render("recent.html", tasks=page.rows, subtitle=f"Events of the last {hours} hours, newest first",
+                    failures=self.failure_reasons(page.rows),
                     next_url=self.next_url(cursor=page.next_cursor) if page.next_cursor else None)
 
 
@@ -158,7 +196,7 @@ class ByNameHandler(_HistoryHandler):
         page = await self.query(reader.tasks_by_name, stored_text(name, NAME_WIDTH), limit=self.limit(),
                                 before=before, params=params)
         subtitle = f"Tasks named {name}" + (f" with {params}" if params else "") + ", newest first"
-        self.render("recent.html", tasks=page.rows, subtitle=subtitle,
+        self.render("recent.html", tasks=page.rows, subtitle=subtitle, failures=self.failure_reasons(page.rows),
                     next_url=self.next_url(before=page.next_cursor) if page.next_cursor else None)
 
 
@@ -178,6 +216,8 @@ class ByParamsHandler(ByNameHandler):
 class ByIdHandler(_HistoryHandler):
     """/history/by_id/<record id>"""
 
+    is_latest = False  # whether the record shown is its task's latest
+
     async def serve(self, record: str) -> None:
         if not record.isdigit() or len(record) > 18:
             raise _BadRequest("the record id is a number")
@@ -188,11 +228,16 @@ class ByIdHandler(_HistoryHandler):
         if task is None:
             self._answer(404, "No such task", "No task with this id is recorded.")
             return
-        self.render("show.html", task=task)
+        # The scheduler's error belongs to the task's latest record only.
+        latest = record_id if self.is_latest else await self.query(reader.latest_record_id, task.task_id)
+        failures = self.failure_reasons([task]) if latest == task.id else {}
+        self.render("show.html", task=task, failure=failures.get(task.id))
 
 
 class ByTaskIdHandler(ByIdHandler):
     """/history/by_task_id/<luigi task id>: the latest record of that task."""
+
+    is_latest = True
 
     async def serve(self, task_id: str) -> None:
         await self._show(await self.query(reader.latest_record_id, stored_text(task_id, TASK_ID_WIDTH)))
@@ -247,7 +292,9 @@ class RunsHandler(_HistoryHandler):
         before = self._int_arg("before", 0, 0, 2**63 - 1) or None
         runs, cursor = await self.query(reader.runs_by_name, stored_text(name, NAME_WIDTH), limit=self.limit(),
                                         before=before)
-        self.render("runs.html", name=name, runs=runs, chart=run_chart(runs),
+        failures = newest_failures([(i, run.task.task_id, run.result) for i, run in enumerate(runs)],
+                                   task_failures.failure_lookup(self))
+        self.render("runs.html", name=name, runs=runs, chart=run_chart(runs), failures=failures,
                     next_url=self.next_url(before=cursor) if cursor else None)
 
 

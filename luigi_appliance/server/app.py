@@ -15,9 +15,11 @@ from luigi_appliance.auth.registry import scheme_of
 from luigi_appliance.auth.session import SessionAuthenticator
 from luigi_appliance.errors import ApplianceError
 from luigi_appliance.luigi_internals.server import luigi_app, route_pattern
-from luigi_appliance.server import add_tasks, login, token, unlock, visualiser, workers
+from luigi_appliance.server import add_tasks, login, task_failures, token, unlock, visualiser, workers
 from luigi_appliance.server.client_address import ClientAddresses
 from luigi_appliance.server.guard import GuardContext, HealthHandler, NotFoundHandler, guarded
+from luigi_appliance.server.page_header import SETTING as PAGE_HEADER
+from luigi_appliance.server.page_header import Banner, PageHeader
 from luigi_appliance.server.rpc_access import RpcAccess
 
 log = logging.getLogger(__name__)
@@ -35,13 +37,14 @@ def build_app(scheduler: Any, authenticators: list[Any], *, tls: bool, hsts_max_
               health_checks: list[Callable[[], bool]] | None = None,
               rpc_access: RpcAccess | None = None,
               history_routes: list[tuple[str, type, dict]] | None = None,
-              client_addresses: ClientAddresses | None = None) -> tornado.web.Application:
+              client_addresses: ClientAddresses | None = None,
+              banner: Banner | None = None) -> tornado.web.Application:
     """Luigi's Tornado app with every route guarded. Fails if luigi has a route we do not classify."""
     stock = luigi_app(scheduler)
     # The credential schemes bring their routes: browser login (/login, /logout) with the session
     # scheme, the token exchange (/auth/token) with the bearer scheme.
     sessions = scheme_of(authenticators, SessionAuthenticator)
-    csp, own_routes = visualiser.routes(sessions)
+    csp, own_routes = visualiser.routes()
     own_routes = [*own_routes, *login.routes(sessions), *token.routes(scheme_of(authenticators, BearerAuthenticator)),
                   *workers.routes(), *add_tasks.routes(), *unlock.routes(authenticators)]
     front = [(pattern, guarded(handler, rule_for(pattern + "$")), kwargs) for pattern, handler, kwargs in own_routes]
@@ -58,6 +61,8 @@ def build_app(scheduler: Any, authenticators: list[Any], *, tls: bool, hsts_max_
                                      (rpc_access or RpcAccess()).attach(scheduler),
                                      client_addresses or ClientAddresses()),
         serve_traceback=False,
+        # What the HTML pages show around their content (server/page_header.py, task_failures.py).
+        **{PAGE_HEADER: PageHeader(banner, sessions), task_failures.SETTING: task_failures.lookup_for(scheduler)},
         debug=False,
     )
     app = tornado.web.Application(handlers, **settings)

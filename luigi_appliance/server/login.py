@@ -13,12 +13,14 @@ import hashlib
 import hmac
 import html
 import logging
+import math
 import secrets
 from urllib.parse import urlsplit
 
 from luigi_appliance.auth import AuthUnavailable, LockedOut
 from luigi_appliance.auth.session import SessionAuthenticator, tokens_match
 from luigi_appliance.server.guard import GuardMixin
+from luigi_appliance.server.page_header import PRODUCT, STYLE, page_header
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +35,11 @@ _PAGE = """<!DOCTYPE html>
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Log in - Luigi scheduler</title>
+<title>Log in - {product}</title>
 <style>
 body {{ font-family: sans-serif; background: #ecf0f5; margin: 0; }}
+header {{ background: #00a65a; }}
+{header_style}
 main {{ max-width: 22em; margin: 10vh auto; background: #fff; padding: 1.5em 2em; border-radius: 4px; }}
 h1 {{ font-size: 1.3em; }}
 label {{ display: block; margin-top: 1em; }}
@@ -45,8 +49,9 @@ button {{ margin-top: 1.5em; padding: .5em 1.5em; }}
 </style>
 </head>
 <body>
+<header>{header}</header>
 <main>
-<h1>Luigi scheduler</h1>
+<h1>Log in to the Luigi scheduler</h1>
 {message}
 <form method="post" action="/login">
 <input type="hidden" name="next" value="{next}">
@@ -61,6 +66,15 @@ button {{ margin-top: 1.5em; padding: .5em 1.5em; }}
 </body>
 </html>
 """
+
+
+def lockout_left(seconds: float) -> str:
+    """How long a lockout still lasts, as a person reads it: "40 seconds", "15 minutes"."""
+    whole = max(1, math.ceil(seconds))
+    if whole < 120:
+        return f"{whole} second{'s' if whole != 1 else ''}"
+    minutes = math.ceil(whole / 60)
+    return f"{minutes} minutes"
 
 
 def safe_next(value: str | None) -> str:
@@ -129,7 +143,7 @@ class LoginHandler(GuardMixin):
         except LockedOut as exc:
             # Same page for a locked name and a locked address: it tells nothing about accounts.
             self.set_header("Retry-After", str(int(exc.retry_after) + 1))
-            self._form(target, "Too many failed logins. Please try again later.", 429)
+            self._form(target, f"Too many failed logins. Try again in {lockout_left(exc.retry_after)}.", 429)
             return
         if principal is None:
             # Same words and status for an unknown user and a wrong password.
@@ -160,7 +174,8 @@ class LoginHandler(GuardMixin):
         self.set_header("Content-Type", "text/html; charset=UTF-8")
         notice = f'<p class="error" role="alert">{html.escape(message)}</p>' if message else ""
         self.finish(_PAGE.format(message=notice, next=html.escape(target, quote=True),
-                                 token=self.pages.form_token(cookie)))
+                                 token=self.pages.form_token(cookie), product=PRODUCT, header_style=STYLE,
+                                 header=page_header(self).html(None, product_link="/login")))
 
 
 class LogoutHandler(GuardMixin):

@@ -39,6 +39,7 @@ from luigi_appliance.server.certificate import ServerCertificate
 from luigi_appliance.server.client_address import ClientAddresses
 from luigi_appliance.server.lifecycle import Component, Components, Hooks
 from luigi_appliance.server.limits import DRAIN_LIMIT, BodyLimit
+from luigi_appliance.server.page_header import banner_of
 from luigi_appliance.server.rpc_access import RpcAccess
 from luigi_appliance.server.snapshots import Snapshotter
 from luigi_appliance.server.state_dir import open_store, prepare_state_dir
@@ -193,7 +194,8 @@ class _Server:
                              health_checks=[self.components.healthy],
                              history_routes=self.history.routes(),
                              rpc_access=RpcAccess(self.audit, self.bindings),
-                             client_addresses=ClientAddresses(settings.server.trusted_proxies))
+                             client_addresses=ClientAddresses(settings.server.trusted_proxies),
+                             banner=banner_of(settings.server))
         self.components.add(_Listener(settings, self.app, self.tls, sockets))
         self.stopping = asyncio.Event()
 

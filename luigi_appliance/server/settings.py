@@ -82,6 +82,21 @@ def parse_trusted_proxies(value: str) -> TrustedProxies:
     return TrustedProxies(tuple(networks), unix)
 
 
+def parse_banner(value: str) -> str:
+    """Up to 40 printable characters (shown as text in every page's header)."""
+    text = value.strip()
+    if not text or len(text) > 40 or not text.isprintable():
+        raise ValueError(f"expected 1 to 40 printable characters, got {value!r}")
+    return text
+
+
+def parse_color(value: str) -> str:
+    """A CSS colour: #rgb, #rrggbb or a colour name such as darkred (nothing else reaches the CSS)."""
+    if not re.fullmatch(r"#[0-9a-fA-F]{3}|#[0-9a-fA-F]{6}|[a-zA-Z]{3,20}", value):
+        raise ValueError(f"expected #rgb, #rrggbb or a colour name, got {value!r}")
+    return value.lower()
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     listen: ListenAddress = key(parse_listen, ListenAddress("127.0.0.1", DEFAULT_PORT),
@@ -93,6 +108,8 @@ class ServerSettings:
                             "max-age of the Strict-Transport-Security header, in seconds")
     trusted_proxies: TrustedProxies = key(parse_trusted_proxies, TrustedProxies(),
                                           "reverse proxies whose forwarded client address is believed")
+    banner: str | None = key(parse_banner, None, "environment name shown in every page's header, e.g. PRODUCTION")
+    banner_color: str = key(parse_color, "#c9302c", "background colour of the banner: #rgb, #rrggbb or a name")
 
 
 @dataclass(frozen=True)

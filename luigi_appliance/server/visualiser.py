@@ -6,9 +6,15 @@ index.html with one extra script that turns those calls into POSTs (a jQuery pre
 computes the CSP hash of the page's single inline script from the file itself, so no
 'unsafe-inline' is needed for scripts.
 
-For a browser logged in through /login, the page also carries the session's CSRF token in a
-``<meta>`` tag; the shim sends it with every state-changing call, adds a "Log out" button, and
-opens the login form when a call answers 401 (the session ended).
+The shim is loaded right after jQuery, before any of luigi's scripts, so no call can leave
+the page before the prefilter is in place; ``window.luigiAppliance.ready`` says when the page's
+scripts are all loaded. A refused state-changing call shows the refusal on the page, and the
+pause toggle (the one control luigi flips before the answer) is set back to the scheduler's state.
+
+Each request gets the page with the appliance's header (server/page_header.py: banner, user and
+role, logout for a session), the session's CSRF token in a ``<meta>`` tag (the shim sends it
+with every state-changing call, and opens the login form when a call answers 401), the RPC
+methods the role may call, and CSS hiding luigi's controls for the others (``CONTROLS``).
 
 Luigi's scripts also put some task fields into the page as markup: the task name (family) and
 resources in the task table, the refreshed status message, scheduler message responses, the
@@ -31,16 +37,57 @@ from html import escape
 import tornado.web
 
 from luigi_appliance import policy
-from luigi_appliance.auth.session import CSRF_HEADER, SessionAuthenticator
+from luigi_appliance.auth.session import CSRF_HEADER
 from luigi_appliance.errors import ApplianceError
 from luigi_appliance.luigi_internals.server import VISUALISER_DIR
 from luigi_appliance.server.guard import GuardMixin
+from luigi_appliance.server.page_header import PRODUCT, PageHeader, Visitor, page_header
+from luigi_appliance.server.page_header import STYLE as HEADER_STYLE
 
 INDEX_PATH = os.path.join(VISUALISER_DIR, "index.html")
+JQUERY_TAG = '<script src="lib/jquery-1.10.0.min.js"></script>'
 SHIM_TAG = '<script src="../../appliance/visualiser-post.js"></script>'
 CSRF_META = "luigi-appliance-csrf-token"
-CSRF_SLOT = "<!-- luigi-appliance: csrf token -->"
+UI_META = "luigi-appliance-ui"
+HEAD_SLOT = "<!-- luigi-appliance: page data -->"
+HEADER_SLOT = "<!-- luigi-appliance: header -->"
 _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)
+
+# luigi's controls (index.html, visualiserApp.js) by the RPC methods they call: hidden for a
+# role the policy does not let call them. The guard refuses such calls anyway; this only keeps
+# a viewer from being offered buttons that cannot work.
+CONTROLS: dict[str, str] = {
+    "pause": "#pause-form",
+    "unpause": "#pause-form",
+    "forgive_failures": ".forgiveFailures",
+    "re_enable_task": ".re-enable-button",
+    "mark_as_done": ".markAsDone",
+    "disable_worker": "#workerList .button-tooltip, .btn-disable-worker",
+    "set_worker_processes": ".btn-set-workers",
+    "update_resource": "#resourceList .btn-set-resources",
+    "send_scheduler_message": ".schedulerMessage",
+}
+
+# (luigi's index.html, the appliance's): each must occur exactly once.
+INDEX_PATCHES: list[tuple[str, str]] = [
+    # The POST shim right after jQuery, before any of luigi's scripts can call the API.
+    (JQUERY_TAG, f"{JQUERY_TAG}\n        {SHIM_TAG}"),
+    ("</head>", f"    {HEAD_SLOT}\n    </head>"),
+    ('<a class="logo" href="#">Luigi Task Status</a>', f'<a class="logo" href="#">{PRODUCT}</a>'),
+    ('<form class="navbar-form navbar-right" id="pause-form">',
+     f'<div class="navbar-right">{HEADER_SLOT}</div>\n'
+     '                            <form class="navbar-form navbar-right" id="pause-form">'),
+    # The error pop-up's re-run hint: workers run through the appliance's client, not stock luigi.
+    ("<pre class=\"pre-scrollable\">luigi --module {{taskModule}}",
+     "<pre class=\"pre-scrollable\">luigi-appliance run --module {{taskModule}}"),
+]
+
+PAGE_STYLE = """
+#appliance-header { min-height: 50px; }
+#appliance-refusal { position: fixed; top: 60px; left: 50%; transform: translateX(-50%); z-index: 2000;
+  max-width: 60em; padding: 10px 16px; border-radius: 3px; cursor: pointer; box-shadow: 0 2px 8px rgba(0, 0, 0, .3);
+  background: #dd4b39; color: #fff; font-weight: bold; }
+"""
 
 
 _TEXT_HELPERS = """function visualiserApp(luigi) {
@@ -101,18 +148,38 @@ def patched_script(relative: str) -> str:
 
 
 def patched_index(html: str) -> str:
-    """Luigi's index.html with the POST shim loaded right after jQuery (in <head>), and a slot
-    for the session's CSRF token before it."""
-    if "</head>" not in html:
-        raise ApplianceError(f"{INDEX_PATH} has no </head>: this luigi version's visualiser is not supported")
-    return html.replace("</head>", f"    {CSRF_SLOT}\n    {SHIM_TAG}\n    </head>", 1)
+    """Luigi's index.html with the POST shim loaded right after jQuery, slots for the header and
+    the per-request page data, and the appliance's re-run hint."""
+    for old, new in INDEX_PATCHES:
+        if html.count(old) != 1:
+            raise ApplianceError(f"{INDEX_PATH} does not contain {old!r} exactly once: this luigi version's "
+                                 "visualiser is not supported")
+        html = html.replace(old, new, 1)
+    return html
 
 
-def with_csrf_token(page: str, token: str | None) -> str:
-    if token is None:
-        return page.replace(CSRF_SLOT, "", 1)
-    meta = f'<meta name="{CSRF_META}" content="{escape(token, quote=True)}">'
-    return page.replace(CSRF_SLOT, meta, 1)
+def hidden_controls(visitor: Visitor) -> str:
+    """CSS hiding luigi's controls for the methods ``visitor``'s role may not call."""
+    may = set(visitor.may_call())
+    selectors = sorted({CONTROLS[name] for name in CONTROLS if name not in may})
+    return "".join(f"{selector} {{ display: none !important; }}\n" for selector in selectors)
+
+
+def page_data(visitor: Visitor | None) -> str:
+    """What the page's scripts read: the session's CSRF token, who this is and what they may call."""
+    if visitor is None:
+        return ""
+    data = json.dumps({"user": visitor.name, "role": str(visitor.role), "may": visitor.may_call()})
+    tags = [f'<meta name="{UI_META}" content="{escape(data, quote=True)}">',
+            f"<style>{HEADER_STYLE}{PAGE_STYLE}{hidden_controls(visitor)}</style>"]
+    if visitor.csrf_token is not None:
+        tags.insert(0, f'<meta name="{CSRF_META}" content="{escape(visitor.csrf_token, quote=True)}">')
+    return "\n    ".join(tags)
+
+
+def render_index(page: str, header: PageHeader, visitor: Visitor | None) -> str:
+    return (page.replace(HEAD_SLOT, page_data(visitor), 1)
+            .replace(HEADER_SLOT, header.html(visitor, product_link=None), 1))
 
 
 def inline_script_hashes(html: str) -> list[str]:
@@ -137,59 +204,82 @@ def content_security_policy(html: str) -> str:
     ])
 
 
+_SHIM = r"""// luigi-appliance: state-changing RPCs are POST-only; luigi.js sends them as GET.
+(function ($) {
+  var mutating = MUTATING;
+  // The tests (and anyone debugging) wait for this rather than for luigi's scripts: once ready,
+  // every call the page makes goes through the prefilter below.
+  var appliance = window.luigiAppliance = {ready: false};
+  function csrfToken() {
+    var meta = document.querySelector('meta[name="CSRF_META"]');
+    return meta ? meta.getAttribute('content') : null;
+  }
+  function methodOf(url) {
+    var m = /\/api\/([A-Za-z_]+)$/.exec(String(url).split('?')[0]);
+    return m ? m[1] : null;
+  }
+  $.ajaxPrefilter(function (options, original, xhr) {
+    var name = methodOf(options.url);
+    if (name && mutating[name]) { options.type = 'POST'; }
+    var token = csrfToken();
+    // Same-origin calls only (luigi.js calls ../../api): the token never leaves the site.
+    if (token && !options.crossDomain) { xhr.setRequestHeader('CSRF_HEADER', token); }
+  });
+  function reasonOf(xhr) {
+    try { return JSON.parse(xhr.responseText).reason || xhr.statusText; } catch (e) { return xhr.statusText; }
+  }
+  // luigi's pages only update themselves when a call succeeds, except the pause toggle, which
+  // has flipped already: it is set back to what the scheduler says.
+  function rereadPause() {
+    new LuigiAPI('../../api').isPaused(function (running) {
+      var toggle = $('#pause').data('bs.toggle');
+      if (toggle) { if (running) { toggle.on(true); } else { toggle.off(true); } }
+    });
+  }
+  function showRefusal(name, xhr) {
+    var box = document.getElementById('appliance-refusal');
+    if (!box) {
+      box = document.createElement('div');
+      box.id = 'appliance-refusal';
+      box.setAttribute('role', 'alert');
+      box.title = 'Click to dismiss';
+      box.onclick = function () { box.style.display = 'none'; };
+      document.body.appendChild(box);
+    }
+    box.textContent = 'The scheduler refused ' + name + ': ' + reasonOf(xhr) + ' (HTTP ' + xhr.status + ').';
+    box.style.display = 'block';
+  }
+  $(document).ajaxError(function (event, xhr, settings) {
+    // 401: the session ended (idle or absolute timeout, logout elsewhere): log in again.
+    if (xhr.status === 401 && csrfToken()) {
+      var here = location.pathname + location.search + location.hash;
+      location.assign('../../login?next=' + encodeURIComponent(here));
+      return;
+    }
+    var name = methodOf(settings.url);
+    if (!name || !mutating[name] || xhr.status === 0) { return; }  // 0: aborted, e.g. leaving the page
+    showRefusal(name, xhr);
+    if (name === 'pause' || name === 'unpause') { rereadPause(); }
+  });
+  $(function () { appliance.ready = true; });
+})(jQuery);
+"""
+
+
 def shim_script() -> str:
-    mutating = sorted(name for name, rule in policy.RPC_METHODS.items() if rule.mutates)
-    return (
-        "// luigi-appliance: state-changing RPCs are POST-only; luigi.js sends them as GET.\n"
-        "(function ($) {\n"
-        f"  var mutating = {json.dumps({name: True for name in mutating})};\n"
-        "  function csrfToken() {\n"
-        f"    var meta = document.querySelector('meta[name=\"{CSRF_META}\"]');\n"
-        "    return meta ? meta.getAttribute('content') : null;\n"
-        "  }\n"
-        "  $.ajaxPrefilter(function (options, original, xhr) {\n"
-        "    var m = /\\/api\\/([A-Za-z_]+)$/.exec(String(options.url).split('?')[0]);\n"
-        "    if (m && mutating[m[1]]) { options.type = 'POST'; }\n"
-        "    var token = csrfToken();\n"
-        "    // Same-origin calls only (luigi.js calls ../../api): the token never leaves the site.\n"
-        f"    if (token && !options.crossDomain) {{ xhr.setRequestHeader('{CSRF_HEADER}', token); }}\n"
-        "  });\n"
-        "  // 401: the session ended (idle or absolute timeout, logout elsewhere): log in again.\n"
-        "  $(document).ajaxError(function (event, xhr) {\n"
-        "    if (xhr.status === 401 && csrfToken()) {\n"
-        "      var here = location.pathname + location.search + location.hash;\n"
-        "      location.assign('../../login?next=' + encodeURIComponent(here));\n"
-        "    }\n"
-        "  });\n"
-        "  $(function () {\n"
-        "    var token = csrfToken();\n"
-        "    if (!token) { return; }\n"
-        "    var form = document.createElement('form');\n"
-        "    form.method = 'post'; form.action = '../../logout'; form.id = 'appliance-logout';\n"
-        "    form.className = 'navbar-form navbar-right';\n"
-        "    var field = document.createElement('input');\n"
-        "    field.type = 'hidden'; field.name = 'csrf_token'; field.value = token;\n"
-        "    var button = document.createElement('button');\n"
-        "    button.type = 'submit'; button.className = 'btn btn-default btn-sm'; button.textContent = 'Log out';\n"
-        "    form.appendChild(field); form.appendChild(button);\n"
-        "    var pause = document.getElementById('pause-form');\n"
-        "    if (pause && pause.parentNode) { pause.parentNode.insertBefore(form, pause); }\n"
-        "    else { document.body.appendChild(form); }\n"
-        "  });\n"
-        "})(jQuery);\n"
-    )
+    mutating = {name: True for name, rule in sorted(policy.RPC_METHODS.items()) if rule.mutates}
+    return (_SHIM.replace("MUTATING", json.dumps(mutating)).replace("CSRF_META", CSRF_META)
+            .replace("CSRF_HEADER", CSRF_HEADER))
 
 
 class IndexHandler(GuardMixin):
-    def initialize(self, html: str, sessions: SessionAuthenticator | None) -> None:
+    def initialize(self, html: str) -> None:
         self._html = html
-        self._sessions = sessions
 
     def get(self) -> None:
-        # Only a session needs the token: Basic and bearer callers are not browsers riding a cookie.
-        found = self._sessions.lookup(self.request) if self._sessions is not None else None
+        header = page_header(self)
         self.set_header("Content-Type", "text/html; charset=UTF-8")
-        self.finish(with_csrf_token(self._html, found[1].csrf_token if found else None))
+        self.finish(render_index(self._html, header, header.visitor(self, self.principal)))
 
 
 class ShimHandler(GuardMixin):
@@ -203,12 +293,11 @@ class ShimHandler(GuardMixin):
         self.finish(self._script)
 
 
-def routes(sessions: SessionAuthenticator | None = None
-           ) -> tuple[str, list[tuple[str, type[tornado.web.RequestHandler], dict]]]:
+def routes() -> tuple[str, list[tuple[str, type[tornado.web.RequestHandler], dict]]]:
     """(CSP, handlers) for the visualiser's entry page, its shim and the patched scripts."""
     html = read_index()
     return content_security_policy(html), [
-        (r"/static/visualiser/index\.html", IndexHandler, {"html": patched_index(html), "sessions": sessions}),
+        (r"/static/visualiser/index\.html", IndexHandler, {"html": patched_index(html)}),
         (r"/appliance/visualiser-post\.js", ShimHandler, {"script": shim_script()}),
         *[("/static/visualiser/" + re.escape(relative), ShimHandler, {"script": patched_script(relative)})
           for relative in SCRIPT_PATCHES],

@@ -73,6 +73,13 @@ def get(server: Server, path: str, **params: str) -> requests.Response:
 def test_recent_history_is_newest_first_and_paginated(server: Server, loaded: Database) -> None:
     page = get(server, "/history").text
     assert "Luigi Task History" in page and page.count("/history/by_id/") == 100
+    # Under the appliance's header (Basic: no session, so no logout), statuses in colour; the
+    # scheduler holds none of these tasks, so no failure reason.
+    assert '<span class="appliance-user" id="appliance-user">admin <span class="appliance-role">(admin)</span>' in page
+    assert 'id="appliance-logout"' not in page and 'id="appliance-banner"' not in page
+    assert '<span class="label label-success">DONE</span>' in page
+    assert '<span class="label label-danger">FAILED</span>' in page
+    assert 'class="failure-reason"' not in page
     # The newest event is task 1's DONE; links, host, status and parameters are rendered.
     assert page.index('href="/history/by_id/1"') < page.index('href="/history/by_id/2"')
     assert "<td>2026-01-02</td>" in page and "<td>etl</td>" in page
@@ -97,7 +104,8 @@ def test_by_name_params_id_and_task_id(server: Server, loaded: Database) -> None
     assert found.count("/history/by_id/") == 1 and 'href="/history/by_id/47"' in found
     assert get(server, "/history/by_params/Family07", data='{"part": "48"}').text.count("/history/by_id/") == 0
     show = get(server, "/history/by_id/47").text
-    assert "Family07_47" in show and "<td>part</td>" in show and show.count("<td>PENDING</td>") == 2
+    assert "Family07_47" in show and "<td>part</td>" in show
+    assert show.count('<span class="label label-warning">PENDING</span>') == 2
     assert get(server, "/history/by_task_id/Family07_47").text == show
     missing = server.session().get(f"{server.url}/history/by_id/999999999", timeout=10)
     assert missing.status_code == 404
@@ -115,7 +123,8 @@ def test_tasklist_and_runs(server: Server) -> None:
     # Newest run first (task i ran i seconds ago), each i % 1000 ms long: 24923 took 923 ms, 24963 963 ms.
     assert runs.index("Family03_24923") < runs.index("Family03_24963")
     assert "<td>0.923s</td>" in runs and "<td>0.963s</td>" in runs
-    assert 'class="FAILED"' in get(server, "/tasklist/Family00", limit="20").text
+    failed_runs = get(server, "/tasklist/Family00", limit="20").text
+    assert 'class="FAILED"' in failed_runs and '<span class="label label-danger">FAILED</span>' in failed_runs
 
 
 def test_prune_keeps_newer_rows(server: Server, loaded: Database) -> None:

@@ -23,15 +23,16 @@ from luigi_appliance.auth.session import COOKIE_TLS
 FAILED_TASK = "LoginFailed_5e6f"
 
 
-async def log_in(browser: DevTools, server: Server) -> None:
+async def log_in(browser: DevTools, server: Server, user: str = "admin", password: str | None = None) -> None:
     """Open the scheduler, get sent to the form, fill it in and submit it like a person would."""
     await browser.navigate(f"{server.url}/")
     await browser.wait_until("location.pathname === '/login' && document.getElementById('password') !== null")
     await browser.evaluate_now(f"""
-        document.getElementById('username').value = 'admin';
-        document.getElementById('password').value = {json.dumps(server.admin_password)};
+        document.getElementById('username').value = {json.dumps(user)};
+        document.getElementById('password').value = {json.dumps(password or server.admin_password)};
         document.querySelector('button[type=submit]').click();""")
-    await browser.wait_until("location.pathname === '/static/visualiser/index.html' && typeof LuigiAPI === 'function'")
+    await browser.wait_until("location.pathname === '/static/visualiser/index.html' && "
+                             "window.luigiAppliance && window.luigiAppliance.ready === true")
 
 
 async def session_cookie(browser: DevTools, server: Server) -> dict | None:
@@ -192,7 +193,7 @@ def test_other_origins_cannot_change_state_with_the_session(dev_server: Server, 
         # Control: the session was live all along, and the visualiser itself may pause.
         await browser.navigate(index_url(dev_server))
         await browser.wait_until("location.pathname === '/static/visualiser/index.html' && "
-                                 "typeof LuigiAPI === 'function'")
+                                 "window.luigiAppliance && window.luigiAppliance.ready === true")
         seen["paused_before_control"] = paused(dev_server)
         seen["control"] = await browser.evaluate(PAUSE_THROUGH_THE_SHIM)
         return seen
@@ -217,3 +218,23 @@ def test_other_origins_cannot_change_state_with_the_session(dev_server: Server, 
     # not have stopped the POST.
     probe = "GET /api/no_such_method?probe=attacker"
     assert f"{404 if origin == 'same-site-other-port' else 401} {probe}" in log, log[-3000:]
+
+
+def test_the_lockout_page_says_how_long_it_lasts(dev_server: Server) -> None:
+    """[auth] failure_limit (5) wrong passwords lock the name out for [auth] lockout (15m)."""
+    browser = requests.Session()
+    browser.trust_env = False
+    browser.verify = str(dev_server.ca_file)
+    answers = []
+    for _ in range(7):
+        form = browser.get(f"{dev_server.url}/login", headers={"Accept": "text/html"}, timeout=10)
+        token = form.text.split('name="login_token" value="')[1].split('"')[0]
+        answer = browser.post(f"{dev_server.url}/login", timeout=30, headers={"Origin": dev_server.url},
+                              data={"username": "admin", "password": "wrong", "login_token": token, "next": "/"})
+        answers.append(answer.status_code)
+        if answer.status_code == 429:
+            break
+    assert answers == [401] * 5 + [429]
+    assert "Too many failed logins. Try again in 15 minutes." in answer.text
+    assert 899 <= int(answer.headers["Retry-After"]) <= 901
+    assert 'id="appliance-header"' in answer.text and "luigi-appliance" in answer.text

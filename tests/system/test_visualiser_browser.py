@@ -148,7 +148,7 @@ class DevTools:
     async def evaluate(self, expression: str, timeout: float = 30) -> object:
         """Evaluate once the visualiser's scripts are loaded (the expressions here are idempotent
         until they succeed, so a failure during a navigation is retried)."""
-        await self.wait_until("typeof LuigiAPI === 'function' && typeof jQuery === 'function'", timeout)
+        await self.wait_until("window.luigiAppliance && window.luigiAppliance.ready === true", timeout)
         deadline = time.monotonic() + timeout
         while True:
             try:
