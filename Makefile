@@ -4,7 +4,7 @@ VENV ?= .venv
 STATE_DIR ?= ./var
 PORT ?= 8082
 
-.PHONY: venv run test test-fast lint bench clean lock wheels rpm rpm-spec selinux ansible
+.PHONY: venv run test test-fast lint bench clean lock wheels rpm rpm-spec man selinux ansible
 
 venv: $(VENV)/.installed
 
@@ -105,6 +105,12 @@ rpm: wheels
 rpm-spec:
 	@set -e; spec=$$(mktemp); trap 'rm -f "$$spec"' EXIT; $(STAMP_SPEC) >"$$spec"; \
 	rpmspec -P $(RPM_MACROS) $(RPM_DEFINES) "$$spec"
+
+# The man pages the RPM ships (one per top-level command, from the CLI's parser) into build/man;
+# read one with `man -l build/man/luigi-appliance.1`.
+man: venv
+	rm -rf build/man
+	$(VENV)/bin/python rpm/manpages.py build/man
 
 clean:
 	rm -rf $(VENV) build dist rpm/wheels *.egg-info .pytest_cache .ruff_cache

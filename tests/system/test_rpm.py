@@ -1,9 +1,11 @@
 """The RPMs, built for real with rpmbuild, checked with rpmlint, installed, upgraded and erased
 in a temporary root with rpm and their scriptlets (tests/rpm_root.py), and the installed payload
-run from a private mount namespace. The spec itself is checked for macros rpm left unexpanded."""
+run from a private mount namespace; its man pages rendered and its bash completion asked in a real
+bash. The spec itself is checked for macros rpm left unexpanded."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -13,13 +15,17 @@ from pathlib import Path
 
 import pytest
 import requests
+from completion_shell import offered
 from rpm_root import RpmRoot, UnitState
 
 from conftest import REPO, free_port
+from luigi_appliance.cli import build_parser
 
 VERSION = re.search(r'__version__ = "(.+)"', (REPO / "luigi_appliance" / "__init__.py").read_text())[1]
 EXPECTED_PAYLOAD = REPO / "rpm" / "expected-payload.txt"
 VENV = "/opt/luigi-appliance"
+MAN1 = "/usr/share/man/man1/"
+COMPLETION = "/usr/share/bash-completion/completions/luigi-appliance"
 
 
 def run(*cmd: str, cwd: Path | None = None, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -216,7 +222,7 @@ def test_payload_matches_the_expected_listing(rpms) -> None:
         for row in dump(rpms["1"][kind]):
             if row[0].startswith(VENV + "/"):
                 venv_rows.append(row)
-            else:
+            elif not row[0].startswith(MAN1):  # one per command: test_a_man_page_for_every_command
                 listing.append(f"{kind} " + " ".join(row))
     expected = [line for line in EXPECTED_PAYLOAD.read_text().splitlines() if line and not line.startswith("#")]
     assert listing == expected, "\n".join(listing)
@@ -238,8 +244,56 @@ def test_payload_matches_the_expected_listing(rpms) -> None:
     # The build tools and %check's pytest are in the wheels (rpm/requirements.in), not the runtime.
     site = f"{VENV}/lib/{python}/site-packages/"
     installed = {p[len(site):].split("/")[0].split("-")[0].lower() for p in paths if p.startswith(site)}
-    assert not installed & {"pip", "setuptools", "wheel", "packaging", "pytest", "_pytest", "pluggy",
+    assert not installed & {"pip", "setuptools", "wheel", "packaging", "shtab", "pytest", "_pytest", "pluggy",
                             "iniconfig", "pygments", "py.py"}, installed
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    return {name: sub for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+            for name, sub in action.choices.items()}
+
+
+def top_level_commands() -> list[str]:
+    """The commands of the CLI's parser: each must have its man page and be completed."""
+    return list(subcommands(build_parser()))
+
+
+def option_strings(parser: argparse.ArgumentParser, *, deep: bool) -> set[str]:
+    """The long options of ``parser`` (but --help), and with ``deep`` its subcommands' all the way down."""
+    found = {o for action in parser._actions for o in action.option_strings if o.startswith("--")} - {"--help"}
+    return found.union(*(option_strings(sub, deep=True) for sub in subcommands(parser).values())) if deep else found
+
+
+def test_a_man_page_for_every_command_and_each_renders(rpms, tmp_path: Path) -> None:
+    rows = {row[0]: row[1:] for row in dump(rpms["1"]["main"]) if row[0].startswith(MAN1)}
+    commands = top_level_commands()
+    assert {"serve", "run", "dag", "user"} <= set(commands)
+    names = ["luigi-appliance", *(f"luigi-appliance-{command}" for command in commands)]
+    assert sorted(rows) == sorted(f"{MAN1}{name}.1.gz" for name in names)
+    assert set(rows.values()) == {("0100644", "root", "root", "0")}
+    run("sh", "-c", f"rpm2cpio {rpms['1']['main']} | cpio -idm --quiet './usr/share/man/*'", cwd=tmp_path)
+    options = {"luigi-appliance": option_strings(build_parser(), deep=False),
+               **{f"luigi-appliance-{c}": option_strings(p, deep=True) for c, p in subcommands(build_parser()).items()}}
+    for name in names:
+        # man-db's own check (what `man --warnings` reports as a packager's lint), then the text.
+        result = run("man", "--warnings", "-E", "UTF-8", "-l", "-Tutf8", str(tmp_path / f".{MAN1}{name}.1.gz"),
+                     env={**os.environ, "MANWIDTH": "80"})
+        assert result.stderr == "", (name, result.stderr)
+        text = re.sub(r".\x08", "", result.stdout)  # bold and underline are overstruck characters
+        assert re.search(rf"^NAME\n +{name} - \S", text, re.M), text[:600]
+        assert re.search(r"^SYNOPSIS\n +luigi-appliance", text, re.M), text[:600]
+        # The top page has the global options; a command's page its own and its subcommands'.
+        assert {o for o in options[name] if not re.search(rf"(?<![\w-]){o}(?![\w-])", text)} == set(), name
+    top = re.sub(r".\x08", "", run("man", "-l", "-Tutf8", str(tmp_path / f".{MAN1}luigi-appliance.1.gz")).stdout)
+    assert all(f"{name}(1)" in top for name in names[1:])  # the overview points at every page
+
+
+def test_the_bash_completion_offers_every_command(rpms, tmp_path: Path) -> None:
+    assert [row[1:] for row in dump(rpms["1"]["main"]) if row[0] == COMPLETION] == [("0100644", "root", "root", "0")]
+    run("sh", "-c", f"rpm2cpio {rpms['1']['main']} | cpio -idm --quiet '.{COMPLETION}'", cwd=tmp_path)
+    script = tmp_path / f".{COMPLETION}"
+    assert sorted(offered(script, "luigi-appliance", "")) == sorted(top_level_commands())
+    assert "--state-dir" in offered(script, "luigi-appliance", "serve", "--")
 
 
 def scriptlets(rpm: Path) -> dict[str, str]:
