@@ -8,11 +8,11 @@ from pathlib import Path
 
 from luigi.execution_summary import LuigiStatusCode
 
+from luigi_appliance.client.api import ApplianceWorkerFactory, scheduler_client
 from luigi_appliance.client.credentials import Credentials, load_credentials
-from luigi_appliance.client.remote import AuthenticatedRemoteScheduler, WorkerSchedulerFactory
 from luigi_appliance.client.settings import ClientSettings, load_client_settings
 from luigi_appliance.dag.command import preflight
-from luigi_appliance.luigi_internals.worker import get_params_cache, run_luigi
+from luigi_appliance.luigi_internals.worker import TaskAnswers, config_parser_chosen_once, get_params_cache, run_luigi
 
 log = logging.getLogger(__name__)
 
@@ -42,25 +42,27 @@ def run(options: RunOptions) -> int:
                                         ("ca_file", options.ca_file)) if v is not None}
     settings = load_client_settings(options.client_config, overrides)
     credentials = load_credentials(options.credentials_file, settings.credentials_file)
-    # luigi's get_params, called several times per task, dominates building a large graph.
-    with get_params_cache():
+    # luigi's get_params and its config parser lookup, several of each per task, dominate
+    # building a large graph.
+    with get_params_cache(), config_parser_chosen_once():
         return _checked_run(options, settings, credentials)
 
 
 def _checked_run(options: RunOptions, settings: ClientSettings, credentials: Credentials) -> int:
-    if options.dag_check and preflight(options.luigi_args) is not None:
-        return EXIT_PREFLIGHT
     luigi_args = list(options.luigi_args)
     if not any(a == "--log-level" or a.startswith("--log-level=") for a in luigi_args):
         # luigi's default is DEBUG: every RPC and every dependency check ends up in the journal.
         luigi_args += ["--log-level", "INFO"]
-
-    def make_scheduler() -> AuthenticatedRemoteScheduler:
-        return AuthenticatedRemoteScheduler(settings.scheduler_url, credentials, settings.ca_file,
-                                            settings.connect_timeout, settings.retry_attempts, settings.retry_wait,
-                                            use_token=settings.auth == "token", batch_tasks=settings.add_task_batch)
-
-    result = run_luigi(luigi_args, WorkerSchedulerFactory(make_scheduler))
+    answers: dict[str, TaskAnswers] = {}
+    if options.dag_check:
+        checked = preflight(luigi_args)
+        if not checked.ok:
+            return EXIT_PREFLIGHT
+        if checked.root_id is not None and checked.answers is not None:
+            # The graph was walked as luigi's worker walks it: its worker takes the answers
+            # instead of calling each task's complete() and requires() a second time.
+            answers[checked.root_id] = checked.answers
+    result = run_luigi(luigi_args, ApplianceWorkerFactory(scheduler_client(settings, credentials), answers))
     if result.status in _OK and result.scheduling_succeeded:
         return EXIT_OK
     if result.status in _FAILED:

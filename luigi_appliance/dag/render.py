@@ -15,31 +15,34 @@ def render_summary(report: DagReport) -> str:
 def render_problems(report: DagReport) -> str:
     lines = []
     for p in report.problems:
-        lines.append(f"{p.severity.upper()}: {p.kind}: {p.task_id}: {p.message}")
+        lines.append(f"{p.severity.upper()}: {p.kind}: {p.subject}: {p.message}")
         if p.detail:
             lines.extend("    " + line for line in p.detail.rstrip().splitlines())
     return "\n".join(lines)
 
 
 def render_tree(report: DagReport) -> str:
-    """Each task once in full; a task met again is printed as "(see above)", an edge that closes
-    a cycle as "(CYCLE)". Iterative, so deep graphs print without recursion limits."""
+    """Each task (as luigi prints it) once in full; a task met again is printed as "(see above)",
+    an edge that closes a cycle as "(CYCLE)". Iterative, so deep graphs print without recursion
+    limits."""
     lines: list[str] = []
     printed: set[str] = set()
     stack: list[tuple[str, int, str | None]] = [(report.root_id, 0, None)]
     while stack:
         task_id, depth, parent = stack.pop()
         indent = "  " * depth
+        name = report.name(task_id)
         if parent is not None and report.in_cycle(parent, task_id) and task_id in printed:
-            lines.append(f"{indent}- {task_id}  (CYCLE)")
+            lines.append(f"{indent}- {name}  (CYCLE)")
             continue
         if task_id in printed:
-            lines.append(f"{indent}- {task_id}  (see above)")
+            lines.append(f"{indent}- {name}  (see above)")
             continue
         printed.add(task_id)
         node = report.nodes.get(task_id)
         marker = "  [external]" if node is not None and node.external else ""
-        lines.append(f"{indent}- {task_id}{marker}")
+        marker += "  [complete]" if node is not None and node.complete else ""
+        lines.append(f"{indent}- {name}{marker}")
         if node is not None:
             stack.extend((dep, depth + 1, task_id) for dep in reversed(node.deps))
     return "\n".join(lines)
@@ -61,7 +64,7 @@ def render_dot(report: DagReport) -> str:
     bad = {p.task_id for p in report.errors}
     lines = ["digraph pipeline {", "  rankdir=LR;", "  node [shape=box, fontsize=10];"]
     for node in report.nodes.values():
-        attrs = [f"label={_dot_id(node.task_id)}"]
+        attrs = [f"label={_dot_id(report.name(node.task_id))}"]
         if node.task_id in report.component or node.task_id in bad:
             attrs.append("color=red")
         if node.external:
