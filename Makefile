@@ -6,10 +6,20 @@ PORT ?= 8082
 
 .PHONY: venv run test test-fast lint bench clean lock wheels rpm rpm-spec man selinux ansible
 
-venv: $(VENV)/.installed
+# Two stamps: `make run` installs only what the scheduler needs (the package and its runtime
+# dependencies), so a first start does not wait for the test, lint and Ansible tooling (the
+# [test] extra, mostly the ansible package's collections: minutes); the first `make test`,
+# `test-fast`, `lint`, `ansible` or `bench` adds them.
+venv: $(VENV)/.installed-run
 
-$(VENV)/.installed: setup.cfg setup.py
+# --no-compile: Python compiles the modules the scheduler imports on its first start, not all of
+# every package beforehand (half of pip's time here).
+$(VENV)/.installed-run: setup.cfg setup.py
 	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-compile -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed-run
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
@@ -18,29 +28,29 @@ $(VENV)/.installed: setup.cfg setup.py
 run: venv
 	$(VENV)/bin/luigi-appliance serve --dev --state-dir $(STATE_DIR) --port $(PORT)
 
-test: venv
+test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest
 
 # The developer loop: the unit tests of pure logic (tests/unit/, seconds); CI always runs
 # `make test`, which adds the system tests (tests/system/: real processes, servers, packages).
-test-fast: venv
+test-fast: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest -n 0 tests/unit
 
-lint: venv
+lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
 # The Ansible collection's checks alone (ansible/): ansible-lint production profile, syntax,
 # build, argument specs, and real plays into a temporary root (also part of `make test`).
-ansible: venv
+ansible: $(VENV)/.installed-test
 	$(VENV)/bin/python -m pytest tests/system/test_ansible.py
 
 # Stock luigid against the appliance, same workload, same machine; prints the ratio.
-bench: venv
+bench: $(VENV)/.installed-test
 	$(VENV)/bin/python bench/rpc_throughput.py --rounds 3
 
 # ---- packaging -------------------------------------------------------------------------------

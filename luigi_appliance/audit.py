@@ -1,5 +1,11 @@
 """The audit trail: one JSON line per authentication and per state-changing call.
 
+Except workers' heartbeats: luigi's worker pings every second and asks for work in a loop, so
+successful ``ping`` and ``get_work`` calls made almost all of the trail while saying little an
+auditor needs (a task a worker was given is in the trail with the add_task that reports its
+outcome, and in the task history, when there is one, as a RUNNING event with the principal).
+They are left out unless ``[audit] heartbeats`` is on; a refused one is always written.
+
 Lines go to the audit file (``[audit] file``, reopened when logrotate moves it, through
 WatchedFileHandler) and, when ``[audit] stderr`` is on, to stderr for journald. The scheduler's
 loop only puts a tuple on a queue; a writer thread formats and writes, so neither a slow disk
@@ -28,6 +34,7 @@ from luigi_appliance.errors import ApplianceError
 MAX_FIELD = 200
 FLUSH_INTERVAL = 0.2  # seconds; a crash loses at most this much of the trail
 _ALWAYS = frozenset({"event", "principal", "source", "outcome"})
+HEARTBEAT_METHODS = frozenset({"ping", "get_work"})
 
 
 def _clip(value: Any) -> Any:
@@ -43,6 +50,7 @@ class AuditLog:
 
     def __init__(self, settings: AuditSettings):
         self.path = settings.file
+        self._heartbeats = settings.heartbeats
         self._handlers: list[logging.Handler] = []
         try:
             self._handlers.append(logging.handlers.WatchedFileHandler(settings.file, encoding="utf-8"))
@@ -59,6 +67,10 @@ class AuditLog:
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._write_loop, name="audit-writer", daemon=True)
         self._thread.start()
+
+    def audits_rpc(self, method: str, status: int) -> bool:
+        """Whether a call of ``method`` answered with ``status`` gets a line (see the module's doc)."""
+        return self._heartbeats or status >= 400 or method not in HEARTBEAT_METHODS
 
     def record(self, event: str, *, principal: str | None, source: str, outcome: str, **fields: Any) -> None:
         """Append one line: UTC time, event, principal, source address, outcome and any fields."""

@@ -216,8 +216,12 @@ class GuardMixin(tornado.web.RequestHandler):
     def on_finish(self) -> None:
         if self.rpc_call is not None and self.rpc_call[1].mutates:
             name, _, arguments = self.rpc_call
-            self.guard.rpc_access.record(self.principal, self.request.remote_ip or "", name, arguments,
-                                         self.get_status())
+            status = self.get_status()
+            audit = self.guard.audit
+            # Workers' heartbeats only when configured (audit.py); refused calls always.
+            if audit is not None and audit.audits_rpc(name, status):
+                self.guard.rpc_access.record(self.principal, self.request.remote_ip or "", name, arguments,
+                                             status)
 
     def _unauthenticated(self, rule: RouteRule) -> Refused:
         """Programs get the Basic challenge. Browsers never do: it would make them show their own
