@@ -16,7 +16,8 @@ class ConfigIssue:
     message: str
 
     def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        # Line 0: a value given on the command line (config_loader's overrides), which has none.
+        where = self.file if not self.line else f"{self.file}:{self.line}"
         what = ""
         if self.section and self.key:
             what = f" [{self.section}] {self.key}:"
