@@ -406,8 +406,10 @@ class StartGate:
     go: Any  # multiprocessing.Event
     abort: Any  # multiprocessing.Event
 
-    def open_when_ready(self, procs: list[multiprocessing.process.BaseProcess], timeout: float) -> bool:
-        """In the parent: open the gate once every client is ready; abort it if one exits or time runs out."""
+    def open_when_ready(self, procs: list[multiprocessing.process.BaseProcess], timeout: float,
+                        before_go: Callable[[], None] | None = None) -> bool:
+        """In the parent: open the gate once every client is ready (after ``before_go``, if given);
+        abort it if one exits or time runs out."""
         deadline = time.monotonic() + timeout
         ready = 0
         while ready < len(procs):
@@ -417,6 +419,8 @@ class StartGate:
                 self.abort.set()
                 self.go.set()
                 return False
+        if before_go is not None:
+            before_go()
         self.go.set()
         return True
 
