@@ -17,7 +17,7 @@ from luigi_appliance.auth.basic import BasicAuthenticator
 from luigi_appliance.auth.names import name_problem
 from luigi_appliance.auth.registry import scheme_of
 from luigi_appliance.auth.throttle import LoginThrottle
-from luigi_appliance.server.guard import GuardMixin
+from luigi_appliance.server.audited_action import AuditedAction
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +33,13 @@ def _user_name(body: bytes) -> str | None:
     return user if isinstance(user, str) else None
 
 
-class UserUnlockHandler(GuardMixin):
+class UserUnlockHandler(AuditedAction):
     """The guard has checked the role (admin) and the origin already."""
 
-    _audited = False
+    event = "user_unlock"
+
+    def refused_fields(self) -> dict[str, Any]:
+        return {"user": _user_name(self.request.body)}
 
     def initialize(self, throttle: LoginThrottle) -> None:
         self._throttle = throttle
@@ -46,7 +49,7 @@ class UserUnlockHandler(GuardMixin):
         user = _user_name(self.request.body)
         problem = "missing" if user is None else name_problem(user)
         if user is None or problem is not None:
-            self._audit(None, "refused:400")
+            self.audit("refused:400", user=None)
             self.send_error(400, reason_text=f'expected a JSON object {{"user": "<user name>"}}: user name {problem}')
             return
         cleared = self._throttle.clear(user)
@@ -54,24 +57,11 @@ class UserUnlockHandler(GuardMixin):
         if freed:
             log.info("Login lockout of %r lifted by %s (addresses: %s)", user[:200], self.principal.name,
                      ", ".join(cleared.addresses) or "none")
-        self._audit(user, "ok" if freed else "not_locked", addresses=list(cleared.addresses),
-                    still_locked=list(cleared.still_locked))
+        self.audit("ok" if freed else "not_locked", user=user, addresses=list(cleared.addresses),
+                   still_locked=list(cleared.still_locked))
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps({"user": user, "was_locked": freed, "addresses_unlocked": list(cleared.addresses),
                                 "addresses_still_locked": list(cleared.still_locked)}))
-
-    def on_finish(self) -> None:
-        # The guard refused the caller (role below admin): audited here, as refused RPCs are.
-        if not self._audited and self.principal is not None:
-            self._audit(_user_name(self.request.body), f"refused:{self.get_status()}")
-        super().on_finish()
-
-    def _audit(self, user: str | None, outcome: str, **fields: list[str]) -> None:
-        self._audited = True
-        if self.guard.audit is not None:
-            assert self.principal is not None
-            self.guard.audit.record("user_unlock", principal=self.principal.name,
-                                    source=self.request.remote_ip or "", outcome=outcome, user=user, **fields)
 
 
 def routes(authenticators: list[Any]) -> list[tuple[str, type, dict]]:

@@ -128,6 +128,7 @@ def test_an_operator_releases_a_binding_and_it_is_audited(configured_server, tmp
     server.stop()
     lines = [line for line in audit_lines(tmp_path) if line["event"] == "worker_release"]
     assert [(x["principal"], x["outcome"], x["worker"], x.get("owner")) for x in lines] == [
+        ("bob", "refused:403", worker_id, None),  # refused by the guard for bob's role: audited too
         ("olivia", "ok", worker_id, "alice"), ("olivia", "not_bound", "never-bound", None)]
     assert all(x["source"] == "127.0.0.1" for x in lines)
 
