@@ -174,9 +174,11 @@ def workspace(tmp_path: Path) -> Workspace:
     copy_working_tree(repo)
     (repo / ".venv").symlink_to(VENV)
     # A new user's environment: none of the appliance's variables, nor make's (`PORT ?= 8082`
-    # takes one from the environment); the virtualenv's tools (ansible-galaxy) after the system's.
+    # takes one from the environment; under CI's `make test` MAKELEVEL and MAKEFLAGS would make
+    # the README's make a sub-make); the virtualenv's tools (ansible-galaxy) after the system's.
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("LUIGI_APPLIANCE_") and k not in ("PYTHONPATH", "PORT", "VENV", "STATE_DIR")}
+           if not k.startswith("LUIGI_APPLIANCE_")
+           and k not in ("PYTHONPATH", "PORT", "VENV", "STATE_DIR", "MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     env["PATH"] = f"{env.get('PATH', '/usr/bin:/bin')}:{VENV / 'bin'}"
     env["ANSIBLE_HOME"] = str(tmp_path / "ansible-home")
     env["ANSIBLE_COLLECTIONS_PATH"] = str(tmp_path / "collections")
