@@ -4,6 +4,7 @@ luigi accepts, and luigi's worker then asks no task a second time (tests/pipelin
 
 from __future__ import annotations
 
+import collections
 import os
 import subprocess
 from pathlib import Path
@@ -71,11 +72,20 @@ def _calls(tmp_path: Path, name: str, argv: list[str]) -> list[str]:
 
 def test_each_complete_and_requires_call_is_luigis(dev_server: Server, tmp_path: Path) -> None:
     """The same pipeline under stock luigi and under run: the same calls of complete() and
-    requires(), in the same order (the preflight's walk is luigi's, and luigi's worker takes its
-    answers instead of asking again)."""
+    requires(), as many of each, and while the graph is scheduled in the same order (the
+    preflight's walk is luigi's, and luigi's worker takes its answers instead of asking again).
+
+    Once tasks run, the order is get_work's: parts 1 and 2 of the diamond are ready together, and
+    CI saw ours run part 1 first once where stock ran part 2 first, so the run phase is compared
+    as counts only."""
     task = ["--module", "worker_walk_cases", "Logged", "--workers", "1"]
     stock = _calls(tmp_path, "stock", [str(LUIGI), *task, "--local-scheduler", "--no-lock"])
     ours = _calls(tmp_path, "ours", [str(BIN), "run", "--client-config", str(client_conf(tmp_path, dev_server)),
                                      "--credentials-file", str(dev_server.state_dir / "admin-credentials"), *task])
     assert stock[:2] == ["complete Logged(root=ROOT, part=3)", "requires Logged(root=ROOT, part=3)"]
-    assert ours == stock
+    # The walk asks each task's complete() and each incomplete task's requires() once, before
+    # anything runs: its calls are the first ones, all distinct.
+    walk = len(set(stock))
+    assert len(set(stock[:walk])) == walk
+    assert ours[:walk] == stock[:walk]
+    assert collections.Counter(ours) == collections.Counter(stock)
