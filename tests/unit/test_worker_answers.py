@@ -108,7 +108,9 @@ def test_a_process_that_froze_objects_itself_is_left_alone() -> None:
         frozen = gc.get_freeze_count()
         with survivors_frozen():
             gc.collect()
-        assert gc.get_freeze_count() == frozen
+        # Neither unfrozen nor frozen more. Not "equal": a frozen object freed by its reference
+        # count (another thread's, e.g. pytest-xdist's) leaves the permanent generation meanwhile.
+        assert 0 < gc.get_freeze_count() <= frozen
     finally:
         gc.unfreeze()
 
