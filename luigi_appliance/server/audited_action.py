@@ -3,9 +3,20 @@ audit line, also an attempt the guard refuses for the caller's role, as refused 
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar
 
 from luigi_appliance.server.guard import GuardMixin
+
+
+def body_string(body: bytes, name: str) -> str | None:
+    """The string ``name`` of a JSON object body, or None (not JSON, not an object, not a string)."""
+    try:
+        arguments = json.loads(body)
+    except ValueError:
+        return None
+    value = arguments.get(name) if isinstance(arguments, dict) else None
+    return value if isinstance(value, str) else None
 
 
 class AuditedAction(GuardMixin):

@@ -17,20 +17,11 @@ from luigi_appliance.auth.basic import BasicAuthenticator
 from luigi_appliance.auth.names import name_problem
 from luigi_appliance.auth.registry import scheme_of
 from luigi_appliance.auth.throttle import LoginThrottle
-from luigi_appliance.server.audited_action import AuditedAction
+from luigi_appliance.server.audited_action import AuditedAction, body_string
 
 log = logging.getLogger(__name__)
 
 UNLOCK_PATTERN = r"/appliance/users/unlock"
-
-
-def _user_name(body: bytes) -> str | None:
-    try:
-        arguments = json.loads(body)
-    except ValueError:
-        return None
-    user = arguments.get("user") if isinstance(arguments, dict) else None
-    return user if isinstance(user, str) else None
 
 
 class UserUnlockHandler(AuditedAction):
@@ -39,14 +30,14 @@ class UserUnlockHandler(AuditedAction):
     event = "user_unlock"
 
     def refused_fields(self) -> dict[str, Any]:
-        return {"user": _user_name(self.request.body)}
+        return {"user": body_string(self.request.body, "user")}
 
     def initialize(self, throttle: LoginThrottle) -> None:
         self._throttle = throttle
 
     def post(self) -> None:
         assert self.principal is not None  # the route has a role: the guard authenticated
-        user = _user_name(self.request.body)
+        user = body_string(self.request.body, "user")
         problem = "missing" if user is None else name_problem(user)
         if user is None or problem is not None:
             self.audit("refused:400", user=None)

@@ -13,7 +13,7 @@ import json
 import logging
 from typing import Any
 
-from luigi_appliance.server.audited_action import AuditedAction
+from luigi_appliance.server.audited_action import AuditedAction, body_string
 
 log = logging.getLogger(__name__)
 
@@ -21,12 +21,7 @@ RELEASE_PATTERN = r"/appliance/workers/release"
 
 
 def _worker_id(body: bytes) -> str | None:
-    try:
-        arguments = json.loads(body)
-    except ValueError:
-        return None
-    worker = arguments.get("worker") if isinstance(arguments, dict) else None
-    return worker if isinstance(worker, str) and worker else None
+    return body_string(body, "worker") or None  # an empty id is no id
 
 
 class WorkerReleaseHandler(AuditedAction):
