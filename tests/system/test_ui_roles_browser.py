@@ -144,7 +144,9 @@ async def visualiser_as(browser: DevTools, server: Server, role: str, shots: Pat
     seen["paused_after"] = paused(server)
     # The history page, under the same header.
     await browser.navigate(f"{server.url}/history")
-    await browser.wait_until("location.pathname === '/history' && document.querySelector('.failure-reason') !== null")
+    # 'complete' once bootstrap's stylesheet is applied: the label colours come from it.
+    await browser.wait_until("location.pathname === '/history' && document.readyState === 'complete'"
+                             " && document.querySelector('.failure-reason') !== null")
     seen["history_header"] = await browser.evaluate_now(HEADER)
     seen["history"] = await browser.evaluate_now("""(() => {
         const colour = name => { const e = Array.from(document.querySelectorAll('td .label'))
