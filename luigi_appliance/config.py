@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from luigi_appliance.audit_settings import AUDIT, AuditSettings
+from luigi_appliance.audit.settings import AUDIT, AuditSettings
 from luigi_appliance.auth.ldap_settings import LDAP, LdapSettings
 from luigi_appliance.auth.settings import (
     AUTH,

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from luigi_appliance import audit
-from luigi_appliance.audit import AuditLog
-from luigi_appliance.audit_settings import AuditSettings
+from luigi_appliance.audit import AuditLog, trail
+from luigi_appliance.audit.settings import AuditSettings
 
 
 def _records(log: AuditLog, first: int, count: int) -> None:
@@ -20,7 +19,7 @@ def _records(log: AuditLog, first: int, count: int) -> None:
 
 def test_batched_writes_keep_one_line_per_record_and_follow_a_rotation(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(audit, "WRITE_BATCH", 7)  # several writes, one of them short
+    monkeypatch.setattr(trail, "WRITE_BATCH", 7)  # several writes, one of them short
     path = tmp_path / "audit.log"
     log = AuditLog(AuditSettings(file=path, stderr=True))
     _records(log, 0, 20)

@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Any
 
-from luigi_appliance.audit_settings import AuditSettings
+from luigi_appliance.audit.settings import AuditSettings
 from luigi_appliance.errors import ApplianceError
 
 MAX_FIELD = 200
