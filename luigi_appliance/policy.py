@@ -109,8 +109,9 @@ ROUTES: dict[str, RouteRule] = {
     # The appliance's history API for scripts, the writer's status and its metrics.
     "/history/api/events$": RouteRule(Role.VIEWER, _READ_ONLY),
     "/history/api/status$": RouteRule(Role.VIEWER, _READ_ONLY),
-    "/history/metrics$": RouteRule(Role.VIEWER, _READ_ONLY),
-    "/metrics$": RouteRule(Role.VIEWER, _READ_ONLY),
+    "/history/metrics$": RouteRule(Role.METRICS, _READ_ONLY),
+    # The scheduler's metrics (metrics/): counts and timings only, so a scrape account may read them.
+    "/metrics$": RouteRule(Role.METRICS, _READ_ONLY),
     "/static/(.*)$": RouteRule(Role.VIEWER, _READ_ONLY),
     "/(favicon\\.ico)$": RouteRule(Role.VIEWER, _READ_ONLY),
     "/(robots\\.txt)$": RouteRule(Role.VIEWER, _READ_ONLY),

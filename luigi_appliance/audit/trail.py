@@ -27,6 +27,7 @@ import logging.handlers
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from luigi_appliance.audit.settings import AuditSettings
@@ -49,12 +50,22 @@ def _clip(value: Any) -> Any:
     return value
 
 
+@dataclass
+class AuditStats:
+    """Counters since the process started, for /metrics (metrics/catalog.py audit_*)."""
+
+    records: int = 0
+    checkpoints: int = 0
+    write_failures: int = 0
+
+
 class AuditLog:
     """The audit trail of one scheduler process; ``close()`` writes what is queued."""
 
     def __init__(self, settings: AuditSettings):
         self.path = settings.file
         self._heartbeats = settings.heartbeats
+        self.stats = AuditStats()
         # Each handler with the separator between the lines of one write: its formatter puts
         # the prefix before the first line only.
         self._handlers: list[tuple[logging.Handler, str]] = []
@@ -80,6 +91,7 @@ class AuditLog:
 
     def record(self, event: str, *, principal: str | None, source: str, outcome: str, **fields: Any) -> None:
         """Append one line: UTC time, event, principal, source address, outcome and any fields."""
+        self.stats.records += 1
         self._pending.append((time.time(), {"event": event, "principal": principal, "source": source,
                                             "outcome": outcome, **fields}))
 

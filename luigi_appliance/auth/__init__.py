@@ -27,6 +27,8 @@ from luigi_appliance.errors import ApplianceError
 class Role(enum.IntEnum):
     """Ordered roles: each may do everything the ones below it may."""
 
+    # A scrape account: /metrics and /healthz, nothing else (no task names, no pages).
+    METRICS = 0
     VIEWER = 1
     WORKER = 2
     OPERATOR = 3
