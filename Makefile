@@ -28,7 +28,12 @@ $(VENV)/.installed-test: $(VENV)/.installed-run
 run: venv
 	$(VENV)/bin/luigi-appliance serve --dev --state-dir $(STATE_DIR) --port $(PORT)
 
-test: $(VENV)/.installed-test
+# The OpenID Provider the OIDC tests run (panva's oidc-provider), from its lock file.
+OIDC_PROVIDER := tests/oidc_provider/node_modules/.package-lock.json
+$(OIDC_PROVIDER): tests/oidc_provider/package-lock.json
+	npm ci --prefix tests/oidc_provider --no-audit --no-fund --loglevel=error
+
+test: $(VENV)/.installed-test $(OIDC_PROVIDER)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest
