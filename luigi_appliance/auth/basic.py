@@ -42,6 +42,7 @@ from tornado.httputil import HTTPServerRequest
 from luigi_appliance.audit import AuditLog
 from luigi_appliance.auth import AccountBackend, AuthUnavailable, LockedOut, Principal
 from luigi_appliance.auth.names import NameDisplay, name_problem
+from luigi_appliance.auth.outcomes import BASIC, UNCOUNTED, AuthOutcomes, Reason
 from luigi_appliance.auth.registry import account_backends, register_scheme
 from luigi_appliance.auth.throttle import LoginThrottle
 
@@ -64,6 +65,14 @@ _T = TypeVar("_T")
 class _Cached:
     principal: Principal
     expires: float
+
+
+class _BackendUnavailable(AuthUnavailable):
+    """AuthUnavailable naming the backend that could not answer (for the failure's label)."""
+
+    def __init__(self, backend: str, cause: AuthUnavailable):
+        super().__init__(str(cause))
+        self.backend = backend
 
 
 def parse_basic(authorization: str | None) -> tuple[str, str] | None:
@@ -97,8 +106,11 @@ class BasicAuthenticator:
     """Authenticator for ``Authorization: Basic`` against ordered password verifiers."""
 
     def __init__(self, verifiers: list[AccountBackend], ttl: float, *, grace: float = 0.0,
-                 throttle: LoginThrottle | None = None, audit: AuditLog | None = None, kdf_threads: int = 2):
+                 throttle: LoginThrottle | None = None, audit: AuditLog | None = None, kdf_threads: int = 2,
+                 outcomes: AuthOutcomes = UNCOUNTED):
         self._verifiers = verifiers
+        # Failures of every password check, successes of the Basic scheme's requests (/metrics).
+        self._outcomes = outcomes
         self._ttl = ttl
         self._grace = grace
         self._throttle = throttle
@@ -128,7 +140,10 @@ class BasicAuthenticator:
         creds = parse_basic(request.headers.get("Authorization"))
         if creds is None:
             return None
-        return await self.check(creds[0], creds[1], request.remote_ip or "")
+        principal = await self.check(creds[0], creds[1], request.remote_ip or "")
+        if principal is not None:
+            self._outcomes.auth_succeeded(principal.backend)
+        return principal
 
     async def check(self, name: str, password: str, remote_ip: str) -> Principal | None:
         """The principal for a name and password (from Basic, the login form or /auth/token).
@@ -149,17 +164,19 @@ class BasicAuthenticator:
             wait = self._throttle.locked(name, address, now)
             if wait > 0:
                 self._record(shown, remote_ip, "locked_out")
+                self._outcomes.auth_failed(BASIC, Reason.LOCKED_OUT)
                 raise LockedOut(wait)
         if name_problem(name) is not None:
             await self._failed(name, shown, remote_ip, address)
             return None
         try:
             principal = await self._verify(name, password)
-        except AuthUnavailable:
+        except _BackendUnavailable as exc:
             if hit is not None and hit.expires + self._grace > now:
                 log.warning("Directory unavailable: accepting the cached login of %r (grace period)", shown)
                 return hit.principal
             self._record(shown, remote_ip, "unavailable")
+            self._outcomes.auth_failed(exc.backend, Reason.UNAVAILABLE)
             # Counted against the name only: the outage is not the address's fault.
             if self._throttle is not None and self._throttle.failed(name, None) == 0:
                 log.warning("Locking out user %r for %.0fs after repeated logins while a backend was unavailable",
@@ -186,12 +203,12 @@ class BasicAuthenticator:
         return await asyncio.get_running_loop().run_in_executor(self._pools[id(verifier)], call, *args)
 
     async def _verify(self, name: str, password: str) -> Principal | None:
-        unavailable: AuthUnavailable | None = None
+        unavailable: _BackendUnavailable | None = None
         for verifier in self._ordered(name):
             try:
                 principal = await self._run(verifier, verifier.verify, name, password)
             except AuthUnavailable as exc:
-                unavailable = exc
+                unavailable = _BackendUnavailable(verifier.backend, exc)
                 continue
             if principal is not None:
                 return principal
@@ -245,6 +262,7 @@ class BasicAuthenticator:
 
     async def _failed(self, name: str, shown: str, remote_ip: str, address: str | None) -> None:
         log.warning("Authentication failed for user %r from %s", shown, remote_ip)
+        self._outcomes.auth_failed(BASIC, Reason.BAD_CREDENTIALS)
         if self._throttle is None:
             self._record(shown, remote_ip, "failure")
             return
@@ -279,12 +297,13 @@ class BasicAuthenticator:
             pool.shutdown(wait=False, cancel_futures=True)
 
 
-def password_authenticator(settings: Settings, audit: AuditLog | None) -> BasicAuthenticator:
+def password_authenticator(settings: Settings, audit: AuditLog | None,
+                           outcomes: AuthOutcomes = UNCOUNTED) -> BasicAuthenticator:
     """Names and passwords, checked by the [auth] backends in their configured order."""
     auth = settings.auth
     throttle = LoginThrottle(auth.failure_limit, auth.failure_window, auth.lockout)
     return BasicAuthenticator(account_backends(settings), ttl=auth.cache_ttl, grace=settings.ldap.outage_grace,
-                              throttle=throttle, audit=audit)
+                              throttle=throttle, audit=audit, outcomes=outcomes)
 
 
 # The Basic scheme is the shared password check itself (built once, by password_authenticator).

@@ -12,6 +12,7 @@ import time
 from tornado.httputil import HTTPServerRequest
 
 from luigi_appliance.auth import Accounts, AuthUnavailable, Principal
+from luigi_appliance.auth.outcomes import BEARER, UNCOUNTED, AuthOutcomes, Reason
 from luigi_appliance.auth.registry import SchemeContext, register_scheme
 from luigi_appliance.auth.tokens import MAX_VERIFIED, TOKEN_BACKEND_PREFIX, TokenService, keys_file
 
@@ -31,8 +32,10 @@ class BearerAuthenticator:
     above 0), else the answer is 503.
     """
 
-    def __init__(self, tokens: TokenService, accounts: Accounts, *, keep_during_outage: bool = True):
+    def __init__(self, tokens: TokenService, accounts: Accounts, *, keep_during_outage: bool = True,
+                 outcomes: AuthOutcomes = UNCOUNTED):
         self.tokens = tokens
+        self._outcomes = outcomes
         # Also what /auth/token checks the name and password with (server/token.py).
         self.accounts = accounts
         self._keep_during_outage = keep_during_outage
@@ -47,19 +50,28 @@ class BearerAuthenticator:
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             return None
-        token = value.strip()
+        principal = await self._principal(value.strip(), request.remote_ip or "")
+        if principal is not None:
+            self._outcomes.auth_succeeded(BEARER)
+        return principal
+
+    async def _principal(self, token: str, remote_ip: str) -> Principal | None:
         claimed = self.tokens.verify(token)
         if claimed is None:
-            log.warning("Refused an invalid or expired bearer token from %s", request.remote_ip)
+            log.warning("Refused an invalid or expired bearer token from %s", remote_ip)
+            self._outcomes.auth_failed(BEARER, Reason.INVALID_TOKEN)
             return None
         if self._generation != self.accounts.generation:
             self._checked.clear()
             self._unconfirmed.clear()
             self._generation = self.accounts.generation
-        principal = self._checked.get(token, claimed)
         if token in self._checked and not (self._unconfirmed and self._due(token)):
-            return principal
-        return await self._check(token, claimed)
+            principal = self._checked[token]
+        else:
+            principal = await self._check(token, claimed)
+        if principal is None:
+            self._outcomes.auth_failed(BEARER, Reason.ACCOUNT_GONE)
+        return principal
 
     def _due(self, token: str) -> bool:
         again = self._unconfirmed.get(token)
@@ -72,6 +84,7 @@ class BearerAuthenticator:
             account = await self.accounts.current(backend, claimed.name)
         except AuthUnavailable as exc:
             if not self._keep_during_outage:
+                self._outcomes.auth_failed(BEARER, Reason.UNAVAILABLE)
                 raise
             log.warning("Accepting the bearer token of %r as issued: its account cannot be checked now (%s)",
                         claimed.name, exc)
@@ -110,7 +123,8 @@ def bearer_scheme(context: SchemeContext) -> BearerAuthenticator:
     tokens = TokenService(keys_file(settings), settings.tokens.ttl)
     # Tokens are checked against the accounts as of the last reload; while the directory is
     # down they keep their issued principal only if cached logins may too (outage grace).
-    return BearerAuthenticator(tokens, context.accounts, keep_during_outage=settings.ldap.outage_grace > 0)
+    return BearerAuthenticator(tokens, context.accounts, keep_during_outage=settings.ldap.outage_grace > 0,
+                               outcomes=context.outcomes)
 
 
 register_scheme("bearer", bearer_scheme)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from luigi_appliance.auth import AccountBackend, Accounts, Authenticator
+from luigi_appliance.auth.outcomes import UNCOUNTED, AuthOutcomes
 from luigi_appliance.errors import ApplianceError
 
 if TYPE_CHECKING:
@@ -42,6 +43,8 @@ class SchemeContext:
     accounts: Accounts
     # Served over TLS: cookies may be Secure (and __Host- prefixed).
     secure: bool
+    # Where the schemes report how authentications end (/metrics); nowhere for tools and tests.
+    outcomes: AuthOutcomes = UNCOUNTED
 
 
 BackendFactory = Callable[["Settings"], AccountBackend]

@@ -29,6 +29,7 @@ from typing import Protocol
 from tornado.httputil import HTTPServerRequest
 
 from luigi_appliance.auth import CsrfRefused, Principal
+from luigi_appliance.auth.outcomes import SESSION, UNCOUNTED, AuthOutcomes, Reason
 from luigi_appliance.auth.registry import SchemeContext, register_scheme
 
 COOKIE_TLS = "__Host-luigi-session"  # __Host-: only set by this host, Secure, Path=/, no Domain
@@ -125,8 +126,10 @@ def tokens_match(given: str | None, expected: str) -> bool:
 class SessionAuthenticator:
     """Authenticator for the session cookie; also holds what the login and logout pages need."""
 
-    def __init__(self, idle_timeout: float, absolute_timeout: float, passwords: PasswordChecker, *, secure: bool):
+    def __init__(self, idle_timeout: float, absolute_timeout: float, passwords: PasswordChecker, *, secure: bool,
+                 outcomes: AuthOutcomes = UNCOUNTED):
         self.store = SessionStore(idle_timeout, absolute_timeout)
+        self._outcomes = outcomes
         self.passwords = passwords
         self.secure = secure
         self.cookie_name = COOKIE_TLS if secure else COOKIE_PLAIN
@@ -143,19 +146,26 @@ class SessionAuthenticator:
         return None if session is None else (session_id, session)
 
     async def authenticate(self, request: HTTPServerRequest) -> Principal | None:
+        if self.session_id(request) is None:
+            return None
         found = self.lookup(request)
         if found is None:
+            self._outcomes.auth_failed(SESSION, Reason.INVALID_SESSION)
             return None
         session = found[1]
         if request.method not in _SAFE_METHODS and not tokens_match(request.headers.get(CSRF_HEADER),
                                                                     session.csrf_token):
             # A live session cookie on a state-changing request without the page's token: a
             # forged request. Refused outright rather than passed on to the next authenticator.
+            self._outcomes.auth_failed(SESSION, Reason.CSRF)
             raise CsrfRefused("CSRF token missing or wrong")
+        self._outcomes.auth_succeeded(SESSION)
         return session.principal
 
     def start(self, principal: Principal, previous_id: str | None) -> tuple[str, Session]:
         """Log in: end whatever session the browser had and issue a fresh id (no fixation)."""
+        # The login form's password check, counted by the account backend that verified it.
+        self._outcomes.auth_succeeded(principal.backend)
         if previous_id is not None:
             self.store.destroy(previous_id)
         return self.store.create(principal)
@@ -170,7 +180,7 @@ def session_scheme(context: SchemeContext) -> SessionAuthenticator:
     shared check."""
     session = context.settings.session
     return SessionAuthenticator(session.idle_timeout, session.absolute_timeout, context.accounts,
-                                secure=context.secure)
+                                secure=context.secure, outcomes=context.outcomes)
 
 
 register_scheme("session", session_scheme)

@@ -53,6 +53,8 @@ class LoginThrottle:
         self.window = window
         self.lockout = lockout
         self._records: dict[str, _Record] = {}
+        # Lockouts started since the process started, a name and an address counted apart (/metrics).
+        self.lockouts = 0
 
     @staticmethod
     def keys(name: str, address: str | None) -> list[str]:
@@ -67,6 +69,11 @@ class LoginThrottle:
         waits = [rec.locked_until - now for key in self.keys(name, address)
                  if (rec := self._records.get(key)) is not None and rec.locked_until > now]
         return max(waits, default=0.0)
+
+    def locked_now(self, now: float | None = None) -> int:
+        """How many names and addresses are locked out now (at most MAX_TRACKED records to visit)."""
+        now = time.monotonic() if now is None else now
+        return sum(1 for rec in self._records.values() if rec.locked_until > now)
 
     def failed(self, name: str, address: str | None, now: float | None = None) -> int:
         """Count a failure; return the most recent failures counted for the name or the
@@ -87,6 +94,7 @@ class LoginThrottle:
                 rec.locked_by = frozenset(n for _, n in rec.failures)
                 rec.failures.clear()
                 locked = True
+                self.lockouts += 1
             recent = max(recent, len(rec.failures))
         return 0 if locked else recent
 

@@ -1,35 +1,56 @@
-"""/history/metrics: the history's status in Prometheus' text format."""
+"""The history's status as Prometheus metrics (metrics/catalog.py ``history_*``): on /metrics
+with the scheduler's others, and alone on /history/metrics."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from luigi_appliance.history.status import HistoryStatus
+from luigi_appliance.metrics.catalog import BY_NAME, PREFIX, Kind
 
-PREFIX = "luigi_appliance_history_"
-
-# (name, type, help, value): the order of the lines on /history/metrics.
-_METRICS: tuple[tuple[str, str, str, Callable[[HistoryStatus], int]], ...] = (
-    ("up", "gauge", "1 when the history database takes events and the spool is empty", lambda s: int(s.healthy)),
-    ("queued_events", "gauge", "events in the in-memory queue", lambda s: s.queued),
-    ("spool_events", "gauge", "events in the spool waiting for the database", lambda s: s.spool_events),
-    ("spool_bytes", "gauge", "size of the spool file", lambda s: s.spool_bytes),
-    ("events_emitted_total", "counter", "events the scheduler reported", lambda s: s.emitted),
-    ("events_written_total", "counter", "events stored in the database", lambda s: s.written),
-    ("events_spooled_total", "counter", "events written to the spool", lambda s: s.spooled),
-    ("events_replayed_total", "counter", "events from the spool stored in the database", lambda s: s.replayed),
-    ("events_dropped_total", "counter", "events lost: the queue or the spool was full or could not be written",
-     lambda s: s.dropped),
-    ("events_dead_lettered_total", "counter", "events the database refused, set aside in the dead-letter file",
-     lambda s: s.dead_lettered),
+# Catalog name (after the prefix) -> its value in a status; the order of /history/metrics.
+_VALUES: tuple[tuple[str, Callable[[HistoryStatus], int]], ...] = (
+    ("history_up", lambda s: int(s.healthy)),
+    ("history_queued_events", lambda s: s.queued),
+    ("history_spool_events", lambda s: s.spool_events),
+    ("history_spool_bytes", lambda s: s.spool_bytes),
+    ("history_events_emitted_total", lambda s: s.emitted),
+    ("history_events_written_total", lambda s: s.written),
+    ("history_events_spooled_total", lambda s: s.spooled),
+    ("history_events_replayed_total", lambda s: s.replayed),
+    ("history_events_dropped_total", lambda s: s.dropped),
+    ("history_events_dead_lettered_total", lambda s: s.dead_lettered),
 )
 
 
-def prometheus_text(status: HistoryStatus | None) -> str:
-    """The metrics of ``status``; all 0 without [history] configured (``None``)."""
-    lines = []
-    for name, kind, help_text, value in _METRICS:
-        metric = PREFIX + name
-        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} {kind}",
-                  f"{metric} {0 if status is None else value(status)}"]
-    return "\n".join(lines) + "\n"
+def _family(name: str, value: int | None) -> GaugeMetricFamily | CounterMetricFamily:
+    metric = BY_NAME[PREFIX + name]
+    kind = CounterMetricFamily if metric.kind is Kind.COUNTER else GaugeMetricFamily
+    return kind(metric.name, metric.help, value=value)
+
+
+class HistoryCollector:
+    """The history's metrics read from ``status`` at each scrape; all 0 without [history]
+    configured (``status`` answers None)."""
+
+    def __init__(self, status: Callable[[], HistoryStatus | None]):
+        self._status = status
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        status = self._status()
+        for name, value in _VALUES:
+            yield _family(name, 0 if status is None else value(status))
+
+    def describe(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        for name, _ in _VALUES:
+            yield _family(name, None)
+
+
+def prometheus_text(status: HistoryStatus | None) -> bytes:
+    """/history/metrics: the metrics of ``status`` alone, in Prometheus' text format."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(HistoryCollector(lambda: status))
+    return generate_latest(registry)

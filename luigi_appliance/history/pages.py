@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 
 import sqlalchemy as sa
 import tornado.web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from luigi_appliance.history import reader
 from luigi_appliance.history.clean import NAME_WIDTH, PARAM_NAME_WIDTH, TASK_ID_WIDTH, escape, stored_text
@@ -341,10 +342,10 @@ class StatusApiHandler(_HistoryHandler):
 
 
 class MetricsHandler(_HistoryHandler):
-    """/history/metrics: the same counters in Prometheus' text format."""
+    """/history/metrics: the same counters in Prometheus' text format (prometheus_client)."""
 
     async def get(self) -> None:  # type: ignore[override]
-        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.finish(prometheus_text(self.source.status() if self.source is not None else None))
 
 

@@ -12,10 +12,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import luigi.scheduler
 from luigi.task_status import BATCH_RUNNING, DISABLED, DONE, FAILED, PENDING, RUNNING, SUSPENDED, UNKNOWN
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger("luigi.scheduler")  # luigi's own logger: its "Removing task" lines stay where they were
 
@@ -36,6 +39,20 @@ def task_record(scheduler: luigi.scheduler.Scheduler, task_id: str) -> Any | Non
 def is_live_worker(scheduler: luigi.scheduler.Scheduler, worker_id: str) -> bool:
     """Whether luigi still counts ``worker_id`` among its active workers (not pruned yet)."""
     return worker_id in scheduler._state._active_workers
+
+
+def prometheus_registry(scheduler: luigi.scheduler.Scheduler) -> CollectorRegistry | None:
+    """The registry of luigi's own Prometheus collector (``[scheduler] metrics_collector =
+    prometheus``: tasks started, done, failed and disabled by family), to serve on /metrics with
+    the appliance's; None with any other collector."""
+    # Imported here: the module also declares luigi's [prometheus] Config, a task class that
+    # every luigi task registry listing would show otherwise.
+    from luigi.contrib.prometheus_metric import PrometheusMetricsCollector
+
+    collector = scheduler._state._metrics_collector
+    if not isinstance(collector, PrometheusMetricsCollector):
+        return None
+    return collector.registry
 
 
 def luigi_state(scheduler: luigi.scheduler.Scheduler) -> Any:

@@ -47,8 +47,9 @@ METRICS: tuple[Metric, ...] = (
     Metric(PREFIX + "tasks", Kind.GAUGE, "tasks the scheduler holds, by status", ("status",)),
     Metric(PREFIX + "workers_active", Kind.GAUGE, "workers that pinged within [scheduler] worker_disconnect_delay"),
     Metric(PREFIX + "scheduler_paused", Kind.GAUGE, "1 while the scheduler is paused (get_work hands out nothing)"),
-    # Authentication: backend is an [auth] backend name, or the scheme (session, bearer,
-    # certificate) when no account backend was asked; reason is one of auth/outcomes.py's classes.
+    # Authentication: backend is the [auth] backend that decided (local, ldap), or the scheme
+    # when none alone did (basic: every backend asked, or none for a locked-out name; session,
+    # bearer, certificate); reason is one of auth/outcomes.py's Reason values.
     Metric(PREFIX + "auth_successes_total", Kind.COUNTER, "successful authentications, by backend",
            ("backend",)),
     Metric(PREFIX + "auth_failures_total", Kind.COUNTER, "failed authentications, by backend and reason class",

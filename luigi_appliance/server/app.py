@@ -15,6 +15,8 @@ from luigi_appliance.auth.registry import scheme_of
 from luigi_appliance.auth.session import SessionAuthenticator
 from luigi_appliance.errors import ApplianceError
 from luigi_appliance.luigi_internals.server import luigi_app, route_pattern
+from luigi_appliance.metrics import handler as metrics_handler
+from luigi_appliance.metrics.registry import SchedulerMetrics
 from luigi_appliance.server import add_tasks, login, task_failures, token, unlock, visualiser, workers
 from luigi_appliance.server.client_address import ClientAddresses
 from luigi_appliance.server.guard import GuardContext, HealthHandler, NotFoundHandler, guarded
@@ -38,15 +40,20 @@ def build_app(scheduler: Any, authenticators: list[Any], *, tls: bool, hsts_max_
               rpc_access: RpcAccess | None = None,
               history_routes: list[tuple[str, type, dict]] | None = None,
               client_addresses: ClientAddresses | None = None,
-              banner: Banner | None = None) -> tornado.web.Application:
-    """Luigi's Tornado app with every route guarded. Fails if luigi has a route we do not classify."""
+              banner: Banner | None = None,
+              metrics: SchedulerMetrics | None = None) -> tornado.web.Application:
+    """Luigi's Tornado app with every route guarded. Fails if luigi has a route we do not classify.
+
+    With ``metrics``, /metrics serves its registry (instead of luigi's collector) and the guard
+    counts and times every RPC in it."""
     stock = luigi_app(scheduler)
     # The credential schemes bring their routes: browser login (/login, /logout) with the session
     # scheme, the token exchange (/auth/token) with the bearer scheme.
     sessions = scheme_of(authenticators, SessionAuthenticator)
     csp, own_routes = visualiser.routes()
     own_routes = [*own_routes, *login.routes(sessions), *token.routes(scheme_of(authenticators, BearerAuthenticator)),
-                  *workers.routes(), *add_tasks.routes(), *unlock.routes(authenticators)]
+                  *workers.routes(), *add_tasks.routes(), *unlock.routes(authenticators),
+                  *metrics_handler.routes(metrics.registry if metrics is not None else None)]
     front = [(pattern, guarded(handler, rule_for(pattern + "$")), kwargs) for pattern, handler, kwargs in own_routes]
     front.append((r"/healthz", guarded(HealthHandler, rule_for("/healthz$")), {"checks": list(health_checks or [])}))
     # The appliance's history pages take over luigi's URLs (front rules are matched first).
@@ -59,7 +66,7 @@ def build_app(scheduler: Any, authenticators: list[Any], *, tls: bool, hsts_max_
         default_handler_class=guarded(NotFoundHandler, policy.FALLBACK),
         appliance_guard=GuardContext(list(authenticators), hsts_max_age, csp, tls,
                                      (rpc_access or RpcAccess()).attach(scheduler),
-                                     client_addresses or ClientAddresses()),
+                                     client_addresses or ClientAddresses(), metrics),
         serve_traceback=False,
         # What the HTML pages show around their content (server/page_header.py, task_failures.py).
         **{PAGE_HEADER: PageHeader(banner, sessions), task_failures.SETTING: task_failures.lookup_for(scheduler)},

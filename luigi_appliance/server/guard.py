@@ -21,6 +21,7 @@ from luigi_appliance import policy
 from luigi_appliance.audit import AuditLog
 from luigi_appliance.auth import Authenticator, AuthError, CsrfRefused, LockedOut, Principal
 from luigi_appliance.auth.context import Caller, current_caller
+from luigi_appliance.metrics.registry import API_PREFIX, SchedulerMetrics
 from luigi_appliance.policy import MethodRule, RouteRule
 from luigi_appliance.server.client_address import ClientAddresses
 from luigi_appliance.server.rpc_access import BadArguments, RpcAccess, parse_arguments
@@ -44,6 +45,8 @@ class GuardContext:
     rpc_access: RpcAccess = field(default_factory=RpcAccess)
     # Whose X-Forwarded-For / X-Real-IP names the client ([server] trusted_proxies).
     client_addresses: ClientAddresses = field(default_factory=ClientAddresses)
+    # Counts and times every RPC, and the tokens issued (metrics/registry.py); None: not counted.
+    metrics: SchedulerMetrics | None = None
     headers: dict[str, str] = field(init=False)
 
     @property
@@ -214,6 +217,10 @@ class GuardMixin(tornado.web.RequestHandler):
             raise Refused(403, refusal)
 
     def on_finish(self) -> None:
+        metrics = self.guard.metrics
+        if metrics is not None and self.request.path.startswith(API_PREFIX):
+            # Every answer, refusals included: a 401 flood is what the alerts look for.
+            metrics.rpc_answered(self.request.path, self.get_status(), self.request.request_time())
         if self.rpc_call is not None and self.rpc_call[1].mutates:
             name, _, arguments = self.rpc_call
             status = self.get_status()

@@ -32,7 +32,9 @@ from luigi_appliance.auth.registry import SchemeContext, credential_schemes
 from luigi_appliance.config import Settings
 from luigi_appliance.errors import ApplianceError
 from luigi_appliance.history.runtime import HistoryRuntime
-from luigi_appliance.luigi_internals.scheduler import is_live_worker
+from luigi_appliance.luigi_internals.scheduler import is_live_worker, prometheus_registry
+from luigi_appliance.metrics.collectors import Sources, collectors
+from luigi_appliance.metrics.registry import SchedulerMetrics
 from luigi_appliance.scheduler import Scheduler
 from luigi_appliance.server.app import build_app
 from luigi_appliance.server.certificate import ServerCertificate
@@ -62,14 +64,15 @@ def _isolate_luigi_config() -> None:
                     "scheduler.conf instead", ", ".join(ignored))
 
 
-def _make_scheduler(settings: Settings, history: HistoryRuntime) -> Scheduler:
+def _make_scheduler(settings: Settings, history: HistoryRuntime, metrics: SchedulerMetrics) -> Scheduler:
     # Luigi's own pickle path is never used: snapshots go through SignedSnapshotFile. The task
     # history is enqueue-only on this loop (history/recorder.py); record_task_history only
     # answers the has_task_history RPC (the visualiser shows its history link when it is true).
     task_history = history.task_history
     cfg = luigi.scheduler.scheduler(**{**settings.scheduler, "state_path": os.devnull,
                                        "record_task_history": task_history is not None})
-    return Scheduler(config=cfg, resources=dict(settings.resources), task_history_impl=task_history)
+    return Scheduler(config=cfg, resources=dict(settings.resources), task_history_impl=task_history,
+                     get_work_timer=metrics.get_work_timed)
 
 
 def _bind(settings: Settings) -> list[socket.socket]:
@@ -161,7 +164,9 @@ class _Server:
         _isolate_luigi_config()
         self.store = open_store(settings)
         self.history = HistoryRuntime(settings.history, settings.state.dir)
-        self.scheduler = _make_scheduler(settings, self.history)
+        # What /metrics serves: fed by the guard, the scheduler and the credential schemes.
+        self.metrics = SchedulerMetrics()
+        self.scheduler = _make_scheduler(settings, self.history, self.metrics)
         # Who owns which worker id; a binding of a worker luigi still knows is never dropped.
         self.bindings = WorkerBindings(functools.partial(is_live_worker, self.scheduler))
         restored = self.store.load()
@@ -171,7 +176,7 @@ class _Server:
         self.audit = AuditLog(settings.audit)
         self.components.add(Hooks("audit", on_close=self.audit.close))  # closed last: the others may still audit
         # Names and passwords, checked by the [auth] backends (auth/registry.py) in their order.
-        self.authenticator = password_authenticator(settings, self.audit)
+        self.authenticator = password_authenticator(settings, self.audit, self.metrics)
         self.components.add(Hooks("passwords", on_close=self.authenticator.close))
         self.tls = ServerCertificate.for_settings(settings)
         self.snapshotter = Snapshotter(self.scheduler, self.store, self.bindings, settings.state.snapshot_interval)
@@ -179,7 +184,8 @@ class _Server:
         # them takes goes through the same check. On reload sessions end (they carry the role
         # they had at login), bearer re-reads its keys, and Basic its backends: a new account
         # generation, against which each bearer token is checked again at its next use.
-        self.schemes = credential_schemes(SchemeContext(settings, self.authenticator, secure=self.tls is not None))
+        self.schemes = credential_schemes(SchemeContext(settings, self.authenticator, secure=self.tls is not None,
+                                                        outcomes=self.metrics))
         for name, scheme in self.schemes.items():
             self.components.add(Hooks(f"{name} scheme", on_reload=scheme.reload))
         if self.tls is not None:
@@ -189,13 +195,19 @@ class _Server:
         # Closed before the history (its final snapshot first) and after the listener.
         self.components.add(self.snapshotter)
         self.components.add(_Housekeeping(self.scheduler))
+        for collector in collectors(Sources(self.scheduler, self.history.status, self.snapshotter.stats,
+                                            self.audit.stats, self.authenticator.throttle)):
+            self.metrics.add(collector)
+        luigi_metrics = prometheus_registry(self.scheduler)  # [scheduler] metrics_collector = prometheus
+        if luigi_metrics is not None:
+            self.metrics.add(luigi_metrics)
         self.app = build_app(self.scheduler, list(self.schemes.values()),
                              tls=self.tls is not None, hsts_max_age=settings.server.hsts_max_age,
                              health_checks=[self.components.healthy],
                              history_routes=self.history.routes(),
                              rpc_access=RpcAccess(self.audit, self.bindings),
                              client_addresses=ClientAddresses(settings.server.trusted_proxies),
-                             banner=banner_of(settings.server))
+                             banner=banner_of(settings.server), metrics=self.metrics)
         self.components.add(_Listener(settings, self.app, self.tls, sockets))
         self.stopping = asyncio.Event()
 

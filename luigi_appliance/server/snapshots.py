@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from tornado.ioloop import PeriodicCallback
@@ -16,6 +18,16 @@ from luigi_appliance.server.lifecycle import Component
 from luigi_appliance.server.worker_bindings import WorkerBindings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class SnapshotStats:
+    """Since the process started, for /metrics (metrics/catalog.py snapshot_*): Unix times."""
+
+    started: float = field(default_factory=time.time)
+    # 0 before the first snapshot written.
+    last_success: float = 0.0
+    failures: int = 0
 
 
 class Snapshotter(Component):
@@ -32,6 +44,7 @@ class Snapshotter(Component):
         self._timer = PeriodicCallback(self.periodic, interval * 1000)
         self._busy = False
         self._ok = True
+        self.stats = SnapshotStats()
 
     def start(self) -> None:
         self._timer.start()
@@ -72,8 +85,10 @@ class Snapshotter(Component):
         try:
             generation = self._store.next_generation()
             self._store.write(self._store.encode(self._scheduler, self._bindings.export(), generation))
+            self.stats.last_success = time.time()
             log.info("Saved final state snapshot %s", self._store.path)
         except (StateError, OSError) as exc:
+            self.stats.failures += 1
             log.error("Final state snapshot failed: %s", exc)
 
     def healthy(self) -> bool:
@@ -81,7 +96,10 @@ class Snapshotter(Component):
 
     def _mark(self, ok: bool, exc: Exception | None = None) -> None:
         if not ok:
+            self.stats.failures += 1
             log.error("State snapshot failed (will retry at the next interval): %s", exc)
-        elif not self._ok:
-            log.info("State snapshots are being written again")
+        else:
+            self.stats.last_success = time.time()
+            if not self._ok:
+                log.info("State snapshots are being written again")
         self._ok = ok

@@ -32,6 +32,8 @@ class TokenHandler(GuardMixin):
             self.send_error(403, reason_text="tokens are issued for a name and password (HTTP Basic) only")
             return
         issued = self._tokens.issue(principal)
+        if self.guard.metrics is not None:
+            self.guard.metrics.token_issued(str(principal.role))
         if self.guard.audit is not None:
             self.guard.audit.record("token", principal=principal.name, source=source, outcome="issued",
                                     expires_in=issued.expires_in)

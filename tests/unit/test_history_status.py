@@ -26,34 +26,34 @@ OK = HistoryStatus(backend="postgresql", database="postgresql://luigi_scheduler@
 METRICS_OK = """\
 # HELP luigi_appliance_history_up 1 when the history database takes events and the spool is empty
 # TYPE luigi_appliance_history_up gauge
-luigi_appliance_history_up 1
+luigi_appliance_history_up 1.0
 # HELP luigi_appliance_history_queued_events events in the in-memory queue
 # TYPE luigi_appliance_history_queued_events gauge
-luigi_appliance_history_queued_events 3
+luigi_appliance_history_queued_events 3.0
 # HELP luigi_appliance_history_spool_events events in the spool waiting for the database
 # TYPE luigi_appliance_history_spool_events gauge
-luigi_appliance_history_spool_events 0
+luigi_appliance_history_spool_events 0.0
 # HELP luigi_appliance_history_spool_bytes size of the spool file
 # TYPE luigi_appliance_history_spool_bytes gauge
-luigi_appliance_history_spool_bytes 0
+luigi_appliance_history_spool_bytes 0.0
 # HELP luigi_appliance_history_events_emitted_total events the scheduler reported
 # TYPE luigi_appliance_history_events_emitted_total counter
-luigi_appliance_history_events_emitted_total 10
+luigi_appliance_history_events_emitted_total 10.0
 # HELP luigi_appliance_history_events_written_total events stored in the database
 # TYPE luigi_appliance_history_events_written_total counter
-luigi_appliance_history_events_written_total 7
+luigi_appliance_history_events_written_total 7.0
 # HELP luigi_appliance_history_events_spooled_total events written to the spool
 # TYPE luigi_appliance_history_events_spooled_total counter
-luigi_appliance_history_events_spooled_total 2
+luigi_appliance_history_events_spooled_total 2.0
 # HELP luigi_appliance_history_events_replayed_total events from the spool stored in the database
 # TYPE luigi_appliance_history_events_replayed_total counter
-luigi_appliance_history_events_replayed_total 1
+luigi_appliance_history_events_replayed_total 1.0
 # HELP luigi_appliance_history_events_dropped_total events lost: the queue or the spool was full or could not be written
 # TYPE luigi_appliance_history_events_dropped_total counter
-luigi_appliance_history_events_dropped_total 0
+luigi_appliance_history_events_dropped_total 0.0
 # HELP luigi_appliance_history_events_dead_lettered_total events the database refused, set aside in the dead-letter file
 # TYPE luigi_appliance_history_events_dead_lettered_total counter
-luigi_appliance_history_events_dead_lettered_total 0
+luigi_appliance_history_events_dead_lettered_total 0.0
 """
 
 
@@ -80,19 +80,21 @@ def test_starting_is_healthy_once_the_writer_runs() -> None:
 
 
 def test_metrics_text_is_unchanged() -> None:
-    assert prometheus_text(OK) == METRICS_OK
-    degraded = prometheus_text(dataclasses.replace(OK, spool_events=4, spool_bytes=99, dropped=5))
-    assert "luigi_appliance_history_up 0\n" in degraded
-    assert "luigi_appliance_history_spool_bytes 99\n" in degraded
-    assert "luigi_appliance_history_events_dropped_total 5\n" in degraded
+    """The names, help texts and order of the hand-written text before prometheus_client (which
+    writes every value as a float)."""
+    assert prometheus_text(OK).decode() == METRICS_OK
+    degraded = prometheus_text(dataclasses.replace(OK, spool_events=4, spool_bytes=99, dropped=5)).decode()
+    assert "luigi_appliance_history_up 0.0\n" in degraded
+    assert "luigi_appliance_history_spool_bytes 99.0\n" in degraded
+    assert "luigi_appliance_history_events_dropped_total 5.0\n" in degraded
 
 
 def test_metrics_without_history_are_all_zero() -> None:
-    text = prometheus_text(None)
+    text = prometheus_text(None).decode()
     values = [line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#")]
     assert [name for name, _ in values] == [line.split()[0] for line in METRICS_OK.splitlines()
                                            if not line.startswith("#")]
-    assert {value for _, value in values} == {"0"}
+    assert {value for _, value in values} == {"0.0"}
 
 
 def test_loss_log_counts_and_logs_the_first_at_once_then_once_a_minute(caplog) -> None:
