@@ -182,8 +182,8 @@ def cmd_user(args: argparse.Namespace) -> int:
     users = _users_file(args)
     role = Role.parse(args.role) if getattr(args, "role", None) else None
     if args.user_command == "add":
-        users.add(args.name, role or Role.VIEWER, _read_password(args))
-        print(f"added user {args.name} ({role or Role.VIEWER}) to {users.path}")
+        users.add(args.name, Role.VIEWER if role is None else role, _read_password(args))
+        print(f"added user {args.name} ({Role.VIEWER if role is None else role}) to {users.path}")
     elif args.user_command == "passwd":
         users.set_password(args.name, _read_password(args), role)
         print(f"updated user {args.name} in {users.path}")
@@ -349,11 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     user_sub = user.add_subparsers(dest="user_command", required=True)
     add = user_sub.add_parser("add", help="add an account (password from a tty, stdin or --password-file)")
     add.add_argument("name")
-    add.add_argument("--role", default="viewer", help="viewer, worker, operator or admin")
+    add.add_argument("--role", default="viewer", help="metrics, viewer, worker, operator or admin")
     add.add_argument("--password-file", type=command_line_path)
     passwd = user_sub.add_parser("passwd", help="change an account's password (and role)")
     passwd.add_argument("name")
-    passwd.add_argument("--role")
+    passwd.add_argument("--role", help="metrics, viewer, worker, operator or admin (unset: keep)")
     passwd.add_argument("--password-file", type=command_line_path)
     delete = user_sub.add_parser("del", help="delete an account")
     delete.add_argument("name")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from luigi_appliance.audit.settings import AUDIT, AuditSettings
+from luigi_appliance.auth.certificate_settings import CLIENT_CERTIFICATES, ClientCertificateSettings
 from luigi_appliance.auth.ldap_settings import LDAP, LdapSettings
 from luigi_appliance.auth.settings import (
     AUTH,
@@ -31,7 +32,7 @@ from luigi_appliance.state_settings import STATE, StateSettings
 
 # Cross-checks run in this order too, after every section is loaded.
 SECTIONS: tuple[Section[Any], ...] = (SERVER, TLS, STATE, AUTH, LDAP, TOKENS, AUDIT, SECRETS, LOGGING, SESSION,
-                                      HISTORY)
+                                      HISTORY, CLIENT_CERTIFICATES)
 # Sections whose keys are not declared: luigi's scheduler options (checked against luigi's own
 # parameters), resource limits (any name, a non-negative integer each) and the directory groups.
 FREEFORM_SECTIONS = ("scheduler", "resources", *GROUP_SECTIONS)
@@ -57,6 +58,7 @@ class Settings:
     effective: dict[tuple[str, str], tuple[str, str]]
     history: HistorySettings = field(default_factory=HistorySettings)
     session: SessionSettings = field(default_factory=SessionSettings)
+    client_certificates: ClientCertificateSettings = field(default_factory=ClientCertificateSettings)
 
 
 def render_effective(settings: Settings) -> str:

@@ -122,8 +122,9 @@ ROUTES: dict[str, RouteRule] = {
     "/static/visualiser/js/visualiserApp\\.js$": RouteRule(Role.VIEWER, _READ_ONLY),
     "/static/visualiser/js/graph\\.js$": RouteRule(Role.VIEWER, _READ_ONLY),
     "/healthz$": RouteRule(None, _READ_ONLY),
-    # Bearer tokens for workers, for a name and password (any role: a token carries the role).
-    "/auth/token$": RouteRule(Role.VIEWER, frozenset({"POST"})),
+    # Bearer tokens for workers and scrape accounts, for a name and password (any role: a token
+    # carries the role).
+    "/auth/token$": RouteRule(Role.METRICS, frozenset({"POST"})),
     # An operator frees a worker id bound to a principal (server/workers.py; audited).
     "/appliance/workers/release$": RouteRule(Role.OPERATOR, frozenset({"POST"})),
     # An administrator lifts a name's login lockout (server/unlock.py; audited). Admin, not

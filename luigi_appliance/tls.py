@@ -196,3 +196,41 @@ def load_pair(ctx: ssl.SSLContext, tls: TLSSettings, pair: CertPair, work_dir: P
         combined.unlink(missing_ok=True)
     else:
         ctx.load_cert_chain(str(pair.cert_file), str(pair.key_file))
+
+
+def client_ca_problem(ca_file: Path) -> str | None:
+    """Why ``ca_file`` cannot verify client certificates, or None: PEM certificates that are
+    CAs and load into a scratch context. Reads the file and writes nothing."""
+    problem = chain_problem(ca_file)
+    if problem is not None:
+        return problem
+    for cert in x509.load_pem_x509_certificates(ca_file.read_bytes()):
+        try:
+            is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            is_ca = False
+        if not is_ca:
+            return (f"{ca_file} holds {cert.subject.rfc4514_string()!r}, which is no CA certificate; give the "
+                    "certificates of the CA that issues the client certificates")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        return f"cannot load {ca_file} as CA certificates: {exc}"
+    return None
+
+
+def request_client_certificates(ctx: ssl.SSLContext, ca_file: Path) -> str | None:
+    """Ask clients for a certificate and verify one against ``ca_file`` if it passes
+    ``client_ca_problem``; otherwise leave ``ctx`` as it is and return why.
+
+    Optional: browsers and workers without a certificate keep working, with another scheme. A
+    certificate that does not verify fails the handshake. Reloading adds the file's CAs to the
+    context (OpenSSL never drops one): the certificate scheme checks the issuer against the file
+    as last loaded too (auth/certificate.py).
+    """
+    problem = client_ca_problem(ca_file)
+    if problem is not None:
+        return problem
+    ctx.load_verify_locations(cafile=str(ca_file))
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    return None

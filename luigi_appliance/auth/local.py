@@ -155,7 +155,8 @@ class UsersFile:
             old = users.get(name)
             if old is None:
                 raise UsersFileError(f"no user {name} in {self.path}")
-            users[name] = UserRecord(name, role or old.role, hash_password(password))
+            # Not ``role or old.role``: Role.METRICS is 0, and so falsy.
+            users[name] = UserRecord(name, old.role if role is None else role, hash_password(password))
 
     def delete(self, name: str) -> None:
         with self._locked() as users:

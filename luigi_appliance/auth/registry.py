@@ -26,9 +26,11 @@ from luigi_appliance.errors import ApplianceError
 if TYPE_CHECKING:
     from luigi_appliance.config import Settings
 
-# Asked in this order for each request: a browser's session cookie first, then a token, then
-# a name and password (the costliest check, and the only one that can lock a name out).
-SCHEMES = ("session", "bearer", "basic")
+# Asked in this order for each request: a browser's session cookie first, then a token (it
+# names its account explicitly), then a client certificate (no I/O: a connection with one never
+# waits for a password check), then a name and password (the costliest check, and the only one
+# that can lock a name out).
+SCHEMES = ("session", "bearer", "certificate", "basic")
 
 _F = TypeVar("_F")
 _S = TypeVar("_S")
@@ -48,7 +50,8 @@ class SchemeContext:
 
 
 BackendFactory = Callable[["Settings"], AccountBackend]
-SchemeFactory = Callable[[SchemeContext], Authenticator]
+# None: the settings do not enable the scheme (e.g. no client CA), so it is not asked at all.
+SchemeFactory = Callable[[SchemeContext], Authenticator | None]
 
 _backends: dict[str, BackendFactory] = {}
 _schemes: dict[str, SchemeFactory] = {}
@@ -95,8 +98,10 @@ def account_backends(settings: Settings) -> list[AccountBackend]:
 
 
 def credential_schemes(context: SchemeContext, names: tuple[str, ...] = SCHEMES) -> dict[str, Authenticator]:
-    """The credential schemes ``names`` by name, built from ``context``, in the order they are asked."""
-    return {name: _lookup(_schemes, name, "credential scheme")(context) for name in names}
+    """The credential schemes ``names`` the settings enable, by name, built from ``context``, in
+    the order they are asked."""
+    built = {name: _lookup(_schemes, name, "credential scheme")(context) for name in names}
+    return {name: scheme for name, scheme in built.items() if scheme is not None}
 
 
 def scheme_of(schemes: Iterable[object], kind: type[_S]) -> _S | None:

@@ -1,4 +1,5 @@
-"""The server's TLS certificate: chosen at start, re-read on SIGHUP when it passes the checks."""
+"""The server's TLS certificate, and the CAs of client certificates ([client_certificates]
+ca_file): chosen at start, re-read on SIGHUP when they pass the checks."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import ssl
 
 from luigi_appliance import tls
 from luigi_appliance.config import Settings
+from luigi_appliance.errors import ApplianceError
 from luigi_appliance.server.lifecycle import Component
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,12 @@ class ServerCertificate(Component):
         pair = tls.resolve_pair(settings.tls, settings.state.dir, hosts)
         context = tls.server_context(settings.tls, pair, settings.state.dir)
         log.info("TLS certificate %s, SHA-256 fingerprint %s", pair.cert_file, tls.fingerprint(pair.cert_file))
+        client_ca = settings.client_certificates.ca_file
+        if client_ca is not None:
+            problem = tls.request_client_certificates(context, client_ca)
+            if problem is not None:  # config check refuses it first (server/startup_checks.py)
+                raise ApplianceError(f"[client_certificates] ca_file: {problem}")
+            log.info("Asking clients for a certificate issued by a CA of %s (optional)", client_ca)
         return cls(settings, context, pair)
 
     def reload(self) -> None:
@@ -57,3 +65,13 @@ class ServerCertificate(Component):
             log.info("Reloaded TLS certificate %s (SHA-256 %s)", pair.cert_file, tls.fingerprint(pair.cert_file))
         else:
             log.error("Keeping the previous TLS certificate: %s", problem)
+        client_ca = self._settings.client_certificates.ca_file
+        if client_ca is not None:
+            try:
+                problem = tls.request_client_certificates(self.context, client_ca)
+            except (OSError, ssl.SSLError) as exc:
+                problem = f"cannot load {client_ca}: {exc}"
+            if problem is None:
+                log.info("Reloaded the client CAs of %s", client_ca)
+            else:
+                log.error("Keeping the previous client CAs: %s", problem)

@@ -49,7 +49,7 @@ def startup_issues(settings: Settings, doc: IniDocument) -> list[ConfigIssue]:
         else:  # a default: no line names it
             issues.append(ConfigIssue(doc.files[0] if doc.files else "<defaults>", None, section, key, message))
 
-    for check in (_state, _listen, _certificate, _accounts, _tokens, _audit, _history, _luigi_modules):
+    for check in (_state, _listen, _certificate, _client_ca, _accounts, _tokens, _audit, _history, _luigi_modules):
         check(settings, report)
     return issues
 
@@ -139,6 +139,19 @@ def _certificate(settings: Settings, report: Report) -> None:
         problem_text = tls.chain_problem(settings.tls.ca_file)
         if problem_text is not None:
             report("tls", "ca_file", problem_text)
+
+
+def _client_ca(settings: Settings, report: Report) -> None:
+    ca_file = settings.client_certificates.ca_file
+    if ca_file is None:
+        return
+    if settings.server.insecure_http:
+        report("client_certificates", "ca_file", "plain HTTP ([server] insecure_http) carries no client "
+               "certificate; serve HTTPS or remove ca_file")
+        return
+    problem = tls.client_ca_problem(ca_file)
+    if problem is not None:
+        report("client_certificates", "ca_file", problem)
 
 
 def _accounts(settings: Settings, report: Report) -> None:

@@ -51,7 +51,7 @@ def test_route_table_is_the_policy() -> None:
             frozenset(m.strip() for m in methods.split(",")),
             None if role.startswith("none") else role.split(",")[0],
         )
-    enforced = {pattern: (rule.methods, str(rule.role) if rule.role else None)
+    enforced = {pattern: (rule.methods, None if rule.role is None else str(rule.role))
                 for pattern, rule in policy.ROUTES.items()}
     enforced["FALLBACK"] = (policy.FALLBACK.methods, str(policy.FALLBACK.role))
     assert documented == enforced
