@@ -26,7 +26,7 @@ import tornado.web
 from tornado.ioloop import PeriodicCallback
 
 from luigi_appliance import state, systemd
-from luigi_appliance.audit import AuditLog
+from luigi_appliance.audit.signing import open_audit_log
 from luigi_appliance.auth.basic import password_authenticator
 from luigi_appliance.auth.registry import SchemeContext, credential_schemes
 from luigi_appliance.config import Settings
@@ -173,7 +173,7 @@ class _Server:
         if restored is not None:
             state.restore(self.scheduler, restored)
             self.bindings.load(restored.worker_bindings)
-        self.audit = AuditLog(settings.audit)
+        self.audit = open_audit_log(settings)
         self.components.add(Hooks("audit", on_close=self.audit.close))  # closed last: the others may still audit
         # Names and passwords, checked by the [auth] backends (auth/registry.py) in their order.
         self.authenticator = password_authenticator(settings, self.audit, self.metrics)

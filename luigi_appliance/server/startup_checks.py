@@ -6,7 +6,8 @@ of the key that names the file (or the key's section, for a default). Nothing he
 changes a file: a key, a certificate, the state directory are only made by ``serve`` itself,
 after every check passed. The checks read what serve reads: the state directory and the files
 it keeps there, the certificate and key together, the users file, secret files' contents, the
-token keys, the audit log's place, and the modules that configured features import.
+token keys, the audit log's place, its signing key and chain head, and the modules that
+configured features import.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 from luigi.metrics import MetricsCollector, MetricsCollectors
 
 from luigi_appliance import tls
+from luigi_appliance.audit.signing import signing_key_problem
+from luigi_appliance.audit.trail import HEAD_FILE, find_head
 from luigi_appliance.auth.local import UsersFile
 from luigi_appliance.auth.tokens import keys_file as token_keys_file
 from luigi_appliance.auth.tokens import read_keys
@@ -191,6 +194,15 @@ def _audit(settings: Settings, report: Report) -> None:
     problem = _writable_place(settings.audit.file)
     if problem is not None:
         report("audit", "file", f"cannot open the audit log {settings.audit.file}: {problem}")
+    key_problem = signing_key_problem(settings)
+    if key_problem is not None:
+        report("audit" if settings.audit.signing_key_file is not None else "state",
+               "signing_key_file" if settings.audit.signing_key_file is not None else "dir", key_problem)
+    if problem is None:  # where the chain continues: serve stops at a head file that is no head
+        try:
+            find_head(settings.audit.file, settings.state.dir / HEAD_FILE)
+        except ApplianceError as exc:
+            report("audit", "file", str(exc))
 
 
 def _history(settings: Settings, report: Report) -> None:

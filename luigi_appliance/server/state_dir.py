@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 from luigi_appliance import state, tls
+from luigi_appliance.audit.signing import PUBLIC_KEY, SIGNING_KEY
+from luigi_appliance.audit.trail import HEAD_FILE
 from luigi_appliance.auth.tokens import default_keys_file
 from luigi_appliance.config import Settings
 from luigi_appliance.errors import ApplianceError
@@ -23,7 +25,8 @@ def _state_dir_files(settings: Settings) -> list[Path]:
     directory = settings.state.dir
     return [settings.state.snapshot_path, settings.state.generation_path, settings.state.default_key_path,
             directory / tls.SELF_SIGNED_CERT, directory / tls.SELF_SIGNED_KEY, default_keys_file(directory),
-            directory / SPOOL_NAME, directory / f"{SPOOL_NAME}.offset", directory / DEAD_LETTER_NAME]
+            directory / SPOOL_NAME, directory / f"{SPOOL_NAME}.offset", directory / DEAD_LETTER_NAME,
+            directory / SIGNING_KEY, directory / PUBLIC_KEY, directory / HEAD_FILE]
 
 
 def _creatable(directory: Path) -> str | None:
