@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from luigi_appliance import __version__
+from luigi_appliance.audit.commands import add_parsers as add_audit_parsers
 from luigi_appliance.errors import ApplianceError, ConfigError
 from luigi_appliance.history.commands import add_parsers as add_history_parsers
 
@@ -390,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     secret.set_defaults(func=cmd_secret)
 
     add_history_parsers(sub)  # db upgrade|current|history, history prune
+    add_audit_parsers(sub, command_line_path)  # audit verify|export|public-key
     from luigi_appliance.operator.commands import add_parsers as add_operator_parsers
 
     add_operator_parsers(sub, worker_sub, user_sub)  # task ..., scheduler ..., worker list, user unlock
