@@ -18,6 +18,7 @@ import re
 import secrets
 import shutil
 import stat
+import struct
 import subprocess
 import sys
 import tarfile
@@ -27,7 +28,7 @@ import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
 from conftest import REPO, cli
@@ -393,6 +394,172 @@ def test_wrong_variable_type_fails_with_the_argument_spec_message(ansible_env, t
     # It failed before the role did anything.
     assert not site.scheduler_root.exists() and not site.worker_root.exists()
     assert re.search(r"ok=1\s+changed=0\s+unreachable=0\s+failed=1", proc.stdout), output(proc)
+
+
+# ---- journald Forward Secure Sealing, [audit] keys, the audit public key --------------------------
+
+# journalctl --setup-keys prints SEED/START-INTERVAL: the seed in hex groups of 6, the first
+# epoch and the epoch length (microseconds), both hex.
+VERIFY_KEY = re.compile(r"^[0-9a-f]{6}(?:-[0-9a-f]{6})+/(?P<epoch>[0-9a-f]+)-(?P<interval>[0-9a-f]+)$")
+JOURNAL_REMOTE = Path("/lib/systemd/systemd-journal-remote")  # Debian's systemd-journal-remote
+HOST_JOURNAL = Path("/var/log/journal")
+
+
+def _journal_tree() -> list[tuple[str, int]]:
+    """This machine's own persistent journal: names and sizes, to show the staged runs left it alone."""
+    return sorted((str(p), p.stat().st_size) for p in HOST_JOURNAL.rglob("*") if not p.is_symlink())
+
+
+def _seal_vars(site: Site) -> tuple[Path, Path, dict]:
+    controller = site.base / "controller"
+    controller.mkdir(mode=0o700)
+    key_dest, pub_dest = controller / "scheduler.fss", controller / "keys" / "audit-signing.pub"
+    return key_dest, pub_dest, {
+        "luigi_appliance_scheduler_journal_seal": True,
+        "luigi_appliance_scheduler_journal_verify_key_dest": str(key_dest),
+        "luigi_appliance_scheduler_audit_public_key_dest": str(pub_dest),
+        "luigi_appliance_scheduler_audit_checkpoint_interval": 120,
+        "luigi_appliance_scheduler_users": [
+            {"name": "alice", "role": "admin", "password": "{{ vault_luigi_alice_password }}"},
+            {"name": "prometheus", "role": "metrics", "password": "{{ vault_luigi_svc_sync_password }}"}],
+    }
+
+
+def _sealed_journal(fss_dir: Path, out: Path) -> Path:
+    """A journal file sealed with the sealing key in ``fss_dir``, written by systemd-journal-remote.
+
+    Like journalctl, journal-remote reads the key only from /var/log/journal/MACHINE-ID/fss:
+    it runs in a private mount namespace with ``fss_dir`` mounted there, as the role's staged
+    --setup-keys does.
+    """
+    assert JOURNAL_REMOTE.is_file(), f"{JOURNAL_REMOTE} missing: apt-get install systemd-journal-remote"
+    entry = out.parent / "entry.export"
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")
+    now = int(datetime.datetime.now(datetime.timezone.utc).timestamp() * 1_000_000)
+    entry.write_text(f"__REALTIME_TIMESTAMP={now}\n__MONOTONIC_TIMESTAMP=1000\n_BOOT_ID={boot}\n"
+                     "MESSAGE=audit: checkpoint seq=1\n_TRANSPORT=stdout\n\n")
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                           'mount --bind "$1" /var/log/journal && exec "$2" --seal=yes --output="$3" "$4"', "seal",
+                           str(fss_dir), str(JOURNAL_REMOTE), str(out), str(entry)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out
+
+
+def _verify(journal: Path, key: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["journalctl", "--verify", f"--verify-key={key}", f"--file={journal}"],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_journal_sealing_key_pair_made_once_verification_key_only_on_the_controller(ansible_env, tmp_path):
+    site = Site(tmp_path, ansible_env)
+    key_dest, pub_dest, variables = _seal_vars(site)
+    extra = tmp_path / "seal.yml"
+    extra.write_text(yaml.safe_dump(variables))
+    host_journal = _journal_tree()
+    first = site.playbook("scheduler.yml", "-e", f"@{extra}")
+    assert first.returncode == 0, output(first)
+
+    # The staged host: journald's directories as tmpfiles.d makes them, the drop-in, the sealing key.
+    machine_id = Path("/etc/machine-id").read_text().strip()
+    journal = site.scheduler_root / "var/log/journal"
+    journal_gid = grp.getgrnam("systemd-journal").gr_gid
+    for directory in (journal, journal / machine_id):
+        st = directory.stat()
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o2755, 0, journal_gid), directory
+    dropin = site.scheduler_root / "etc/systemd/journald.conf.d/60-luigi-appliance-seal.conf"
+    assert re.search(r"^\[Journal\]\nStorage=persistent\nSeal=yes\n", dropin.read_text(), re.MULTILINE)
+    fss = journal / machine_id / "fss"
+    data = fss.read_bytes()
+    # FSSHeader of systemd's journal-def.h: signature, flags, machine ID, boot ID, header size,
+    # start and interval (microseconds), FSPRG parameter, state size.
+    signature, _, _, machine, _, header_size, start_usec, interval_usec, _, state_size = struct.unpack_from(
+        "<8sII16s16sQQQH6xQ", data)
+    assert (signature, machine.hex(), len(data)) == (b"KSHHRHLP", machine_id, header_size + state_size)
+
+    # The verification key: on the controller only, 0600, and the one belonging to that sealing key.
+    assert stat.S_IMODE(key_dest.stat().st_mode) == 0o600
+    key = key_dest.read_text().strip()
+    match = VERIFY_KEY.match(key)
+    assert match, "the controller's file holds no verification key"
+    assert int(match["interval"], 16) == interval_usec and int(match["epoch"], 16) * interval_usec == start_usec
+    sealed = _sealed_journal(journal / machine_id, tmp_path / "sealed.journal")
+    proc = _verify(sealed, key)
+    assert proc.returncode == 0 and "PASS: " in proc.stderr, proc.stderr
+    tampered = bytearray(sealed.read_bytes())
+    offset = tampered.index(b"audit: checkpoint seq=1") + len("audit: checkpoint seq=")
+    tampered[offset] = ord("2")
+    sealed.write_bytes(bytes(tampered))
+    proc = _verify(sealed, key)
+    assert proc.returncode != 0 and "FAIL: " in proc.stderr, proc.stderr
+    seed = key.split("/")[0].encode()
+    assert seed not in (first.stdout + first.stderr).encode(), "verification key printed by ansible-playbook -v"
+    home = Path(ansible_env["ANSIBLE_HOME"])
+    holders = [p for base in (tmp_path, home) for p in base.rglob("*")
+               if p.is_file() and p != key_dest and seed in p.read_bytes()]
+    assert not holders, f"the verification key is also in {holders}"
+    assert _journal_tree() == host_journal, "the staged run changed this machine's /var/log/journal"
+
+    # [audit] keys reach the program; a metrics account is a local account like the others.
+    conf = site.scheduler_root / "etc/luigi-appliance/scheduler.conf"
+    proc = cli("--config", str(conf), "config", "check")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    show = cli("--config", str(conf), "config", "show")
+    assert re.search(r"^checkpoint_interval = 120(\.0)?$", show.stdout, re.MULTILINE), show.stdout + show.stderr
+    listing = cli("user", "--users-file", str(site.scheduler_root / "etc/luigi-appliance/users"), "list")
+    assert listing.stdout.splitlines() == ["alice\tadmin", "prometheus\tmetrics"], listing.stdout + listing.stderr
+
+    # No public key yet (the scheduler has not started): nothing fetched. Once the scheduler has
+    # written it (this file stands in for its first start), the next run fetches it and changes
+    # nothing else: no second key pair, the controller's key untouched.
+    assert not pub_dest.exists()
+    public = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    state_dir = site.scheduler_root / "var/lib/luigi-appliance"
+    state_dir.mkdir(parents=True)
+    state_dir.chmod(0o750)  # as the package makes it: `config check` refuses a wider one
+    (state_dir / "audit-signing.pub").write_bytes(public)
+    second = site.playbook("scheduler.yml", "-e", f"@{extra}")
+    assert second.returncode == 0, output(second)
+    changed_tasks = [block.split("]", 1)[0] for block in second.stdout.split("\nTASK [")[1:]
+                     if "\nchanged: " in block]
+    assert changed_tasks == ["luigi_appliance.appliance.luigi_appliance_scheduler : "
+                             "Fetch the audit trail's public key"], changed_tasks
+    assert pub_dest.read_bytes() == public
+    assert fss.read_bytes() == data and key_dest.read_text().strip() == key
+    assert sorted(p.name for p in key_dest.parent.iterdir()) == ["keys", "scheduler.fss"]
+    third = site.playbook("scheduler.yml", "-e", f"@{extra}")
+    assert third.returncode == 0, output(third)
+    assert [c["changed"] for c in recap(third).values()] == [0], third.stdout[-3000:]
+    for proc in (second, third):
+        assert seed not in (proc.stdout + proc.stderr).encode()
+
+
+def test_journal_sealing_in_check_mode_reports_the_key_pair_and_writes_nothing(ansible_env, tmp_path):
+    site = Site(tmp_path, ansible_env)
+    key_dest, _, variables = _seal_vars(site)
+    host_journal = _journal_tree()
+    proc = site.playbook("scheduler.yml", "-e", yaml.safe_dump(variables, default_flow_style=True).strip(),
+                         "--check")
+    assert proc.returncode == 0, output(proc)
+    assert re.search(r"TASK \[[^]]*Generate the journal's sealing key pair\].*\nchanged: ", proc.stdout), \
+        proc.stdout[-3000:]
+    assert re.search(r"TASK \[[^]]*Write the verification key on the controller\].*\nchanged: ", proc.stdout), \
+        proc.stdout[-3000:]
+    assert not site.scheduler_root.exists()
+    assert list(key_dest.parent.iterdir()) == []
+    assert _journal_tree() == host_journal
+
+
+def test_journal_sealing_needs_a_controller_directory_for_the_key(ansible_env, tmp_path):
+    site = Site(tmp_path, ansible_env)
+    variables = {"luigi_appliance_scheduler_journal_seal": True,
+                 "luigi_appliance_scheduler_journal_verify_key_dest": str(tmp_path / "missing" / "scheduler.fss")}
+    proc = site.playbook("scheduler.yml", "-e", yaml.safe_dump(variables, default_flow_style=True).strip())
+    assert proc.returncode == 2, output(proc)
+    assert f"{tmp_path / 'missing'} is not a directory the controller's user can write" in proc.stdout, output(proc)
+    # It stopped before any key was made.
+    assert not list((site.scheduler_root / "var/log").rglob("fss"))
 
 
 # ---- the database role against a real PostgreSQL, then the scheduler's `db upgrade` -------------

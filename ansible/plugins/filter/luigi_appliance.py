@@ -21,7 +21,7 @@ from ansible.errors import AnsibleFilterError
 # tests render a users file with this filter and load it with the installed program.
 _HEADER = "# luigi-appliance users: name:role:scrypt-hash. Edit with 'luigi-appliance user'.\n"
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
-_ROLES = ("viewer", "worker", "operator", "admin")
+_ROLES = ("metrics", "viewer", "worker", "operator", "admin")
 _HASH = re.compile(r"^\$scrypt\$n=(\d+),r=(\d+),p=(\d+)\$([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+)$")
 _N = 2**15
 _R = 8
