@@ -37,8 +37,10 @@ from luigi_appliance.state import check_key
 # Reports a problem at a key: (section, key, message).
 Report = Callable[[str, str, str], None]
 
-_COLLECTOR_MODULES = {MetricsCollectors.datadog: "luigi.contrib.datadog_metric",
-                      MetricsCollectors.prometheus: "luigi.contrib.prometheus_metric"}
+# The client library, then luigi's collector module: luigi's datadog module only warns when
+# datadog is missing ("Will crash at runtime"), so the library is checked first, itself.
+_COLLECTOR_MODULES = {MetricsCollectors.datadog: ("datadog", "luigi.contrib.datadog_metric"),
+                      MetricsCollectors.prometheus: ("prometheus_client", "luigi.contrib.prometheus_metric")}
 
 
 def startup_issues(settings: Settings, doc: IniDocument) -> list[ConfigIssue]:
@@ -228,7 +230,7 @@ def _luigi_modules(settings: Settings, report: Report) -> None:
     """luigi's metrics collectors import their client library when the scheduler is made."""
     collector = settings.scheduler.get("metrics_collector", MetricsCollectors.default)
     if collector in _COLLECTOR_MODULES:
-        problem = _import_problem(_COLLECTOR_MODULES[collector])
+        problem = next(filter(None, map(_import_problem, _COLLECTOR_MODULES[collector])), None)
         if problem is not None:
             report("scheduler", "metrics_collector", f"metrics_collector = {collector.name} cannot be used: {problem}")
     elif collector == MetricsCollectors.custom:

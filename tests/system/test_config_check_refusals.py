@@ -176,8 +176,10 @@ def audit_directory_missing(s: Setup) -> tuple[str, str, str]:
 
 
 def metrics_module_missing(s: Setup) -> tuple[str, str, str]:
-    s.sections["scheduler"] = {"metrics_collector": "prometheus"}
-    return "scheduler", "metrics_collector", "the Python module prometheus_client is not installed"
+    # prometheus_client is a dependency of the appliance now; luigi's datadog collector needs
+    # a module nobody installed.
+    s.sections["scheduler"] = {"metrics_collector": "datadog"}
+    return "scheduler", "metrics_collector", "the Python module datadog is not installed"
 
 
 def custom_metrics_module_missing(s: Setup) -> tuple[str, str, str]:
