@@ -19,13 +19,13 @@ from pathlib import Path
 import ldap3
 import pytest
 import requests
+from audit_records import caller_records
 from cryptography.fernet import Fernet, MultiFernet
 from ldap_server import AD_USER, BIND_PW, PEOPLE, SUFFIX, Directory, group_dn, person_dn
 from test_http_guard import concrete_routes
 
 from conftest import PIPELINES, Server, cli, client_conf, free_port, write_config
 from luigi_appliance import policy
-from luigi_appliance.audit import FLUSH_INTERVAL
 from luigi_appliance.auth import Role
 
 ROLE_USERS = {Role.VIEWER: "victor", Role.WORKER: "wendy", Role.OPERATOR: "olga", Role.ADMIN: "alice"}
@@ -84,9 +84,7 @@ def get_token(server: Server, user: str, password: str | None = None) -> str:
 
 
 def audit_lines(tmp_path: Path) -> list[dict]:
-    time.sleep(3 * FLUSH_INTERVAL)  # the scheduler writes the trail in batches
-    path = tmp_path / "audit.log"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return caller_records(tmp_path / "audit.log")
 
 
 def wait_for(predicate, timeout: float = 10.0):

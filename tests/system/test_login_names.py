@@ -10,23 +10,20 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable
 
 import pytest
+from audit_records import caller_records
 from raw_http import basic, over_https
 from test_login import browser, login
 
 from conftest import Server
-from luigi_appliance.audit import FLUSH_INTERVAL
 
 ADMIN_PASSWORD = "admin-password-123"  # what tests/conftest.py's configured_server creates
 
 
 def audit_lines(server: Server) -> list[dict]:
-    time.sleep(3 * FLUSH_INTERVAL)  # the scheduler writes the trail in batches
-    path = server.state_dir.parent / "audit.log"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return caller_records(server.state_dir.parent / "audit.log")
 
 
 def task_list(server: Server, user: str, password: str, source: str) -> int:

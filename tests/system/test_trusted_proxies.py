@@ -7,7 +7,6 @@ addresses. What is checked is what the address is used for: the lockout, and the
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
@@ -15,10 +14,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from audit_records import caller_records
 from raw_http import basic, over_https, over_unix
 
 from conftest import Server, cli, write_config
-from luigi_appliance.audit import FLUSH_INTERVAL
 from luigi_appliance.config_loader import load_settings
 from luigi_appliance.errors import ConfigError
 
@@ -26,8 +25,7 @@ ADMIN_PASSWORD = "admin-password-123"  # what tests/conftest.py's configured_ser
 
 
 def audit_lines(path: Path) -> list[dict]:
-    time.sleep(3 * FLUSH_INTERVAL)  # the scheduler writes the trail in batches
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return caller_records(path)
 
 
 @pytest.fixture

@@ -4,13 +4,13 @@ live workers, released by an operator (audited). Real scheduler processes and lu
 from __future__ import annotations
 
 import functools
-import json
 import signal
 from pathlib import Path
 
 import luigi.scheduler
 import pytest
 import requests
+from audit_records import caller_records
 
 from conftest import Server, cli, client_conf
 from luigi_appliance.luigi_internals.scheduler import is_live_worker
@@ -42,8 +42,7 @@ def ping(server: Server, session: requests.Session, worker: str) -> requests.Res
 
 
 def audit_lines(tmp_path: Path) -> list[dict]:
-    path = tmp_path / "audit.log"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return caller_records(tmp_path / "audit.log", settle=False)
 
 
 @pytest.mark.doc_rule("bindings-survive-restart")
