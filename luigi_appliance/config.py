@@ -14,6 +14,7 @@ from typing import Any
 from luigi_appliance.audit.settings import AUDIT, AuditSettings
 from luigi_appliance.auth.certificate_settings import CLIENT_CERTIFICATES, ClientCertificateSettings
 from luigi_appliance.auth.ldap_settings import LDAP, LdapSettings
+from luigi_appliance.auth.oidc.settings import OIDC, OidcIssuerSettings
 from luigi_appliance.auth.settings import (
     AUTH,
     GROUP_SECTIONS,
@@ -27,7 +28,7 @@ from luigi_appliance.history.settings import HISTORY, HistorySettings
 from luigi_appliance.logging_settings import LOGGING, LoggingSettings
 from luigi_appliance.secret_settings import SECRETS
 from luigi_appliance.server.settings import SERVER, TLS, ServerSettings, TLSSettings
-from luigi_appliance.settings.loader import Section
+from luigi_appliance.settings.loader import Section, SectionFamily
 from luigi_appliance.state_settings import STATE, StateSettings
 
 # Cross-checks run in this order too, after every section is loaded.
@@ -36,6 +37,8 @@ SECTIONS: tuple[Section[Any], ...] = (SERVER, TLS, STATE, AUTH, LDAP, TOKENS, AU
 # Sections whose keys are not declared: luigi's scheduler options (checked against luigi's own
 # parameters), resource limits (any name, a non-negative integer each) and the directory groups.
 FREEFORM_SECTIONS = ("scheduler", "resources", *GROUP_SECTIONS)
+# Sections [PREFIX.NAME] with the user's NAMEs: OpenID Connect issuers.
+SECTION_FAMILIES: tuple[SectionFamily[Any], ...] = (OIDC,)
 
 
 @dataclass(frozen=True)
@@ -59,18 +62,22 @@ class Settings:
     history: HistorySettings = field(default_factory=HistorySettings)
     session: SessionSettings = field(default_factory=SessionSettings)
     client_certificates: ClientCertificateSettings = field(default_factory=ClientCertificateSettings)
+    # [oidc.NAME] NAME -> its settings, in the order of the files.
+    oidc: dict[str, OidcIssuerSettings] = field(default_factory=dict)
 
 
 def render_effective(settings: Settings) -> str:
     """The effective configuration as INI text that loads back to the same settings: a value
     from a file under a comment naming its origin; a default, and a secret given as an ``enc:``
     value (redacted), as a comment line of its own."""
+    members = [f"oidc.{name}" for name in settings.oidc]
     inline_secrets = {(s.name, k.name) for s in SECTIONS for k in s.keys if k.secret}
+    inline_secrets |= {(m, k.name) for m in members for k in OIDC.keys if k.secret}
     lines: list[str] = []
     by_section: dict[str, list[tuple[str, str, str]]] = {}
     for (section, name), (value, origin) in sorted(settings.effective.items()):
         by_section.setdefault(section, []).append((name, value, origin))
-    for section in [*(s.name for s in SECTIONS), *FREEFORM_SECTIONS]:
+    for section in [*(s.name for s in SECTIONS), *members, *FREEFORM_SECTIONS]:
         rows = by_section.get(section)
         if not rows:
             continue

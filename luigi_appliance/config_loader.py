@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from luigi_appliance.auth import registry
+from luigi_appliance.auth.oidc.settings import OIDC
 from luigi_appliance.auth.settings import AUTH, load_groups
-from luigi_appliance.config import FREEFORM_SECTIONS, SECTIONS, Settings
+from luigi_appliance.config import FREEFORM_SECTIONS, SECTION_FAMILIES, SECTIONS, Settings
 from luigi_appliance.errors import ApplianceError, ConfigError
 from luigi_appliance.secret_settings import SECRETS, SecretFiles
 from luigi_appliance.server.startup_checks import startup_issues
@@ -101,7 +102,7 @@ def load_settings(paths: list[Path], *, check_files: bool = True, for_serve: boo
         doc.sections.setdefault(section, ("<command line>", 0))
         doc.entries[(section, name)] = Entry(section, name, value, "<command line>", 0)
     loader = SchemaLoader(doc, issues, check_files, SECTIONS, FREEFORM_SECTIONS,
-                          secrets=SecretFiles(), key_file=("secrets", "key_file"))
+                          secrets=SecretFiles(), key_file=("secrets", "key_file"), families=SECTION_FAMILIES)
     loader.load()
     _check_backends(loader)
     scheduler = _load_scheduler_section(doc, loader)
@@ -116,6 +117,7 @@ def load_settings(paths: list[Path], *, check_files: bool = True, for_serve: boo
         **built,
         auth=AUTH.build(loader, roles=roles, families=families),
         secrets_key_file=SECRETS.build(loader).key_file,
+        oidc=OIDC.build(loader),
         scheduler=scheduler,
         resources=resources,
         files=doc.files,

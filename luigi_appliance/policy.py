@@ -122,9 +122,11 @@ ROUTES: dict[str, RouteRule] = {
     "/static/visualiser/js/visualiserApp\\.js$": RouteRule(Role.VIEWER, _READ_ONLY),
     "/static/visualiser/js/graph\\.js$": RouteRule(Role.VIEWER, _READ_ONLY),
     "/healthz$": RouteRule(None, _READ_ONLY),
-    # Bearer tokens for workers and scrape accounts, for a name and password (any role: a token
-    # carries the role).
-    "/auth/token$": RouteRule(Role.METRICS, frozenset({"POST"})),
+    # Bearer tokens for workers and scrape accounts (any role: a token carries the role). No
+    # authentication here because a token exchange (RFC 8693) carries no credential the guard
+    # knows: the handler (server/token.py) authenticates each grant itself, the name and password
+    # through the guard's own schemes as before, and refuses everything else.
+    "/auth/token$": RouteRule(None, frozenset({"POST"})),
     # An operator frees a worker id bound to a principal (server/workers.py; audited).
     "/appliance/workers/release$": RouteRule(Role.OPERATOR, frozenset({"POST"})),
     # An administrator lifts a name's login lockout (server/unlock.py; audited). Admin, not
@@ -134,6 +136,13 @@ ROUTES: dict[str, RouteRule] = {
     # method and cross-origin checks; the handlers check the form token and the CSRF token.
     "/login$": RouteRule(None, frozenset({"GET", "HEAD", "POST"})),
     "/logout$": RouteRule(None, frozenset({"POST"})),
+    # Single sign-on with an [oidc.NAME] issuer (server/oidc_login.py): the start and the IdP's
+    # redirect back need no session (the flow cookie, state, PKCE and nonce are checked there);
+    # the back-channel logout is the IdP's own POST, authenticated by its signed logout token.
+    # GET only: a HEAD must not start a flow or use one up.
+    "/login/oidc/([a-z][a-z0-9_-]*)$": RouteRule(None, frozenset({"GET"})),
+    "/login/oidc/([a-z][a-z0-9_-]*)/callback$": RouteRule(None, frozenset({"GET"})),
+    "/login/oidc/([a-z][a-z0-9_-]*)/backchannel-logout$": RouteRule(None, frozenset({"POST"})),
 }
 
 # Routes nobody matched (Tornado's default handler): still authenticated, so an anonymous

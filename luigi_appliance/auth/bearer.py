@@ -18,6 +18,8 @@ from luigi_appliance.auth.tokens import MAX_VERIFIED, TOKEN_BACKEND_PREFIX, Toke
 
 log = logging.getLogger(__name__)
 
+# The backend of an identity verified by an [oidc.NAME] issuer (auth/oidc: "oidc:NAME").
+OIDC_BACKEND_PREFIX = "oidc:"
 # A token kept as issued while its account could not be checked is checked again after this.
 RECHECK_UNCONFIRMED_AFTER = 30.0
 
@@ -80,6 +82,12 @@ class BearerAuthenticator:
     async def _check(self, token: str, claimed: Principal) -> Principal | None:
         backend = claimed.backend.removeprefix(TOKEN_BACKEND_PREFIX)
         generation = self._generation
+        if backend.startswith(OIDC_BACKEND_PREFIX):
+            # An identity of an issuer (a token exchange) has no account here to look up: its
+            # role and families are those its verified claims mapped to, for the token's short
+            # life (never beyond [tokens] ttl nor the issuer's JWT: server/token.py).
+            self._remember(generation, token, claimed, unconfirmed=False)
+            return claimed
         try:
             account = await self.accounts.current(backend, claimed.name)
         except AuthUnavailable as exc:

@@ -34,6 +34,24 @@ class Reason(enum.StrEnum):
     INVALID_SESSION = "invalid_session"
     # A live session on a state-changing request without its CSRF token.
     CSRF = "csrf"
+    # An OpenID Connect token refused (auth/oidc: the classes of Refusal, same values; the
+    # backend label is then oidc:NAME, or the scheme when no issuer was chosen).
+    OIDC_MALFORMED = "malformed"
+    OIDC_UNKNOWN_ISSUER = "unknown_issuer"
+    OIDC_BAD_ALGORITHM = "bad_algorithm"
+    OIDC_UNKNOWN_KEY = "unknown_key"
+    OIDC_BAD_SIGNATURE = "bad_signature"
+    OIDC_WRONG_AUDIENCE = "wrong_audience"
+    OIDC_EXPIRED = "expired"
+    OIDC_NOT_YET_VALID = "not_yet_valid"
+    OIDC_BAD_NONCE = "bad_nonce"
+    OIDC_NO_ROLE = "no_role"
+    OIDC_ISSUER_UNAVAILABLE = "issuer_unavailable"
+
+    @classmethod
+    def of_refusal(cls, refusal: str) -> Reason:
+        """The reason counted for an OIDC ``Refusal`` (a StrEnum of the same values)."""
+        return cls(str(refusal))
 
 
 class AuthOutcomes(Protocol):

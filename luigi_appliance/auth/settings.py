@@ -14,7 +14,7 @@ from typing import Any
 from luigi_appliance.auth import Role
 from luigi_appliance.settings.declare import key
 from luigi_appliance.settings.loader import SchemaLoader, section
-from luigi_appliance.settings.parsers import duration_range, int_range, parse_path, split_list
+from luigi_appliance.settings.parsers import duration_range, int_range, parse_bool, parse_path, split_list
 
 
 def parse_backends(value: str) -> tuple[str, ...]:
@@ -66,6 +66,10 @@ class SessionSettings:
     idle_timeout: float = key(duration_range(1, 86400), 1800.0, "a browser session unused this long ends")
     absolute_timeout: float = key(duration_range(1, 30 * 86400), 28800.0,
                                   "a browser session ends this long after its login")
+    # False: people log in only through an identity provider ([oidc.NAME]); programs still use
+    # HTTP Basic, tokens or certificates.
+    password_login: bool = key(parse_bool, True,
+                               "the login page's name and password form (false: identity providers' buttons only)")
 
 
 # Sections whose names are the user's: directory group -> role, and -> task-family patterns.
@@ -86,6 +90,15 @@ def _check_auth(loader: SchemaLoader) -> None:
                      f"file {users_file} does not exist (create it with 'luigi-appliance user add')")
 
 
+def _check_session(loader: SchemaLoader) -> None:
+    # Without the form and without an issuer's button nobody could log in with a browser.
+    if loader.values.get(("session", "password_login")) is False and not any(
+            name.startswith("oidc.") and loader.values.get((name, "browser_login")) for name in loader.doc.sections):
+        loader.issue(loader.doc.get("session", "password_login"), "session", "password_login",
+                     "false needs an [oidc.NAME] section with browser_login = true (else no browser can "
+                     "log in): configure one or set password_login = true")
+
+
 AUTH = section("auth", AuthSettings, _check_auth)
 TOKENS = section("tokens", TokenSettings)
-SESSION = section("session", SessionSettings)
+SESSION = section("session", SessionSettings, _check_session)

@@ -149,8 +149,11 @@ class TokenService:
         keys = ensure_keys(keys_file) if create else read_keys(keys_file)
         self._fernet = MultiFernet([Fernet(k) for k in keys])
 
-    def issue(self, principal: Principal) -> IssuedToken:
-        claims = {
+    def issue(self, principal: Principal, ttl: float | None = None) -> IssuedToken:
+        """A token for ``principal``, accepted for ``[tokens] ttl``, or for ``ttl`` when that is
+        shorter (a token exchanged for an issuer's JWT ends with that JWT: server/token.py)."""
+        lifetime = int(self.ttl) if ttl is None else max(1, min(int(ttl), int(self.ttl)))
+        claims: dict[str, object] = {
             "v": _VERSION,
             "sub": principal.name,
             "role": principal.role.name,
@@ -158,8 +161,10 @@ class TokenService:
             "grp": sorted(principal.groups),
             "fam": list(principal.families) if principal.families is not None else None,
         }
+        if lifetime < int(self.ttl):
+            claims["exp"] = int(time.time()) + lifetime
         token = self._fernet.encrypt(json.dumps(claims, separators=(",", ":")).encode())
-        return IssuedToken(token.decode("ascii"), int(self.ttl))
+        return IssuedToken(token.decode("ascii"), lifetime)
 
     def verify(self, token: str) -> Principal | None:
         """The principal in a valid, unexpired token signed by a known key; else None."""
@@ -175,7 +180,11 @@ class TokenService:
             principal = Principal(claims["sub"], Role[claims["role"]], TOKEN_BACKEND_PREFIX + claims["be"],
                                   frozenset(claims["grp"]), tuple(families) if families is not None else None)
             expires = self._fernet.extract_timestamp(raw) + int(self.ttl)
+            if "exp" in claims:
+                expires = min(expires, int(claims["exp"]))
         except (InvalidToken, UnicodeEncodeError, ValueError, KeyError, TypeError):
+            return None
+        if expires <= time.time():
             return None
         if len(self._verified) >= MAX_VERIFIED:
             now = time.time()

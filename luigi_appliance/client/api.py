@@ -11,7 +11,8 @@ Both find the scheduler, its CA and the worker's credentials as ``luigi-applianc
 (client.conf from ``client_config``, $LUIGI_APPLIANCE_CLIENT_CONFIG or
 /etc/luigi-appliance/client.conf; credentials from ``credentials_file``,
 $LUIGI_APPLIANCE_CREDENTIALS, client.conf's ``credentials_file`` or systemd's credentials
-directory). docs/python-api.md has the details.
+directory, or with client.conf's ``auth = oidc-exchange`` its subject token). docs/python-api.md
+has the details.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 import luigi
 
-from luigi_appliance.client.credentials import Credentials, load_credentials
+from luigi_appliance.client.credentials import Identity, load_identity
 from luigi_appliance.client.remote import AuthenticatedRemoteScheduler, WorkerSchedulerFactory
 from luigi_appliance.client.settings import ClientSettings, load_client_settings
 from luigi_appliance.dag.check import DagReport, check_task
@@ -62,11 +63,11 @@ class ApplianceWorkerFactory(WorkerSchedulerFactory):
                                answers_by_root=answers)
 
 
-def scheduler_client(settings: ClientSettings, credentials: Credentials) -> Callable[[], AuthenticatedRemoteScheduler]:
+def scheduler_client(settings: ClientSettings, identity: Identity) -> Callable[[], AuthenticatedRemoteScheduler]:
     """What makes ``run``'s scheduler client from client.conf's settings."""
 
     def make_scheduler() -> AuthenticatedRemoteScheduler:
-        return AuthenticatedRemoteScheduler(settings.scheduler_url, credentials, settings.ca_file,
+        return AuthenticatedRemoteScheduler(settings.scheduler_url, identity, settings.ca_file,
                                             settings.connect_timeout, settings.retry_attempts, settings.retry_wait,
                                             use_token=settings.auth == "token", batch_tasks=settings.add_task_batch)
 
@@ -86,8 +87,8 @@ def scheduler_factory(*, client_config: Path | None = None, credentials_file: Pa
     overrides = {name: str(value) for name, value in (("scheduler_url", scheduler_url), ("ca_file", ca_file))
                  if value is not None}
     settings = load_client_settings(Path(client_config) if client_config else None, overrides)
-    credentials = load_credentials(Path(credentials_file) if credentials_file else None, settings.credentials_file)
-    return ApplianceWorkerFactory(scheduler_client(settings, credentials))
+    identity = load_identity(settings, Path(credentials_file) if credentials_file else None)
+    return ApplianceWorkerFactory(scheduler_client(settings, identity))
 
 
 def build(tasks: Iterable[luigi.Task], *, client_config: Path | None = None, credentials_file: Path | None = None,

@@ -5,8 +5,10 @@ the URL on every retry and puts it in RPCError messages. With ``auth = token`` (
 name and password are sent once, to ``/auth/token``, and every RPC carries the short-lived bearer
 token instead; it is renewed before it expires, and once more if the scheduler refuses it (key
 rotated, scheduler restarted with new keys). A pipeline run thus binds to LDAP once, not per RPC.
-A final answer (401/403, an untrusted certificate, another 4xx but 408 and 429: see
-scheduler_errors.py) is raised at once and never retried; luigi retries the rest.
+With ``auth = oidc-exchange`` the token comes from an OAuth 2.0 token exchange (RFC 8693) of the
+subject token (a JWT of an OpenID issuer, read again for each exchange) instead, renewed the
+same way. A final answer (401/403, a refused exchange, an untrusted certificate, another 4xx but
+408 and 429: see scheduler_errors.py) is raised at once and never retried; luigi retries the rest.
 
 The worker's add_task calls are sent in batches, as the appliance's ``add_tasks`` (one round trip
 for up to 500 tasks instead of one each, see ``AuthenticatedRemoteScheduler``), from a background
@@ -33,12 +35,13 @@ import tenacity
 from luigi.task_status import RUNNING
 
 from luigi_appliance.client.batch_sender import BatchSender
-from luigi_appliance.client.credentials import Credentials
+from luigi_appliance.client.credentials import Credentials, Identity, SubjectToken
 from luigi_appliance.client.scheduler_errors import (
     SchedulerError,
     SchedulerRejected,
     certificate_failure,
     describe,
+    exchange_refused,
     is_final,
     reason,
     refused,
@@ -46,22 +49,27 @@ from luigi_appliance.client.scheduler_errors import (
     untrusted,
 )
 from luigi_appliance.client.task_batches import DEFAULT_BATCH_TASKS, Batch, TaskBuffer
-from luigi_appliance.errors import ApplianceError
+from luigi_appliance.errors import ApplianceError, CredentialsError
 from luigi_appliance.luigi_internals.worker import ConfiguredRemoteScheduler, LuigiSchedulerFactory
 
 log = logging.getLogger(__name__)
 
 
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a grant type name
+JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105 - a token type name
+
+
 class TokenAuth(requests.auth.AuthBase):
-    """``Authorization: Bearer`` with a token from ``/auth/token``, fetched and renewed as needed."""
+    """``Authorization: Bearer`` with a token from ``/auth/token``, fetched and renewed as needed:
+    for the name and password (HTTP Basic), or for the subject token (a token exchange)."""
 
     # Renew when this much of the token's lifetime is left, so a slow RPC never carries a token
     # that expires in flight.
     RENEW_FRACTION = 0.2
 
-    def __init__(self, token_url: str, credentials: Credentials, verify: str | bool, timeout: float):
+    def __init__(self, token_url: str, identity: Identity, verify: str | bool, timeout: float):
         self._url = token_url
-        self._credentials = credentials
+        self._identity = identity
         self._verify = verify
         self._timeout = timeout
         self._token: str | None = None
@@ -84,17 +92,31 @@ class TokenAuth(requests.auth.AuthBase):
         with self._lock:
             self._token = None
 
-    def _fetch(self) -> None:
-        basic = requests.auth.HTTPBasicAuth(self._credentials.username, self._credentials.password)
+    def _request(self) -> dict[str, Any]:
+        """The token request's own arguments: Basic credentials, or the exchange's form."""
+        if isinstance(self._identity, Credentials):
+            return {"auth": requests.auth.HTTPBasicAuth(self._identity.username, self._identity.password)}
         try:
-            resp = requests.post(self._url, auth=basic, verify=self._verify, timeout=self._timeout)
+            subject_token = self._identity.read()
+        except CredentialsError as exc:
+            # Final: luigi must not retry, and the run ends with this line (exit 3).
+            raise SchedulerError(str(exc)) from None
+        return {"data": {"grant_type": TOKEN_EXCHANGE, "subject_token": subject_token,
+                         "subject_token_type": JWT_TOKEN_TYPE}}
+
+    def _fetch(self) -> None:
+        request = self._request()
+        try:
+            resp = requests.post(self._url, verify=self._verify, timeout=self._timeout, **request)
         except requests.RequestException as exc:
             if certificate_failure(exc) is not None:
                 raise untrusted(self._url, self._verify, exc) from None
             # Connection problems are luigi's to retry, like any RPC's. The URL holds no secret.
             raise requests.ConnectionError(f"cannot get a token from {self._url}: {describe(exc)}") from exc
         if resp.status_code in (401, 403):
-            raise refused(self._credentials, "the token request", resp.status_code, reason(resp))
+            raise refused(self._identity, "the token request", resp.status_code, reason(resp))
+        if isinstance(self._identity, SubjectToken) and resp.status_code == 400:
+            raise exchange_refused(self._identity, self._url, resp)
         if is_final(resp.status_code):
             raise rejected(self._url, resp)
         resp.raise_for_status()
@@ -117,26 +139,29 @@ class AuthenticatedFetcher(luigi.rpc.RequestsFetcher):
     request with the same credentials, CA and refusals.
     """
 
-    def __init__(self, credentials: Credentials, verify: str | bool, token_auth: TokenAuth | None):
-        self._credentials = credentials
+    def __init__(self, identity: Identity, verify: str | bool, token_auth: TokenAuth | None):
+        self._identity = identity
         self._verify = verify
         self._token_auth = token_auth
         super().__init__()
         self._configure()
 
     @classmethod
-    def for_scheduler(cls, url: str, credentials: Credentials, ca_file: Path | None, timeout: float,
+    def for_scheduler(cls, url: str, identity: Identity, ca_file: Path | None, timeout: float,
                       use_token: bool = True) -> AuthenticatedFetcher:
-        """The fetcher for the scheduler at ``url``: a bearer token from its /auth/token, or Basic."""
+        """The fetcher for the scheduler at ``url``: a bearer token from its /auth/token (always,
+        for a subject token), or Basic."""
         verify: str | bool = str(ca_file) if ca_file else True
-        token_auth = TokenAuth(url.rstrip("/") + "/auth/token", credentials, verify, timeout) if use_token else None
-        return cls(credentials, verify, token_auth)
+        token_auth = (TokenAuth(url.rstrip("/") + "/auth/token", identity, verify, timeout)
+                      if use_token or isinstance(identity, SubjectToken) else None)
+        return cls(identity, verify, token_auth)
 
     def _configure(self) -> None:
         if self._token_auth is not None:
             self.session.auth = self._token_auth
         else:
-            self.session.auth = requests.auth.HTTPBasicAuth(self._credentials.username, self._credentials.password)
+            assert isinstance(self._identity, Credentials)
+            self.session.auth = requests.auth.HTTPBasicAuth(self._identity.username, self._identity.password)
 
     def check_pid(self) -> None:
         if os.getpid() != self.process_id:
@@ -162,7 +187,7 @@ class AuthenticatedFetcher(luigi.rpc.RequestsFetcher):
             resp = self._request(method, full_url, timeout, **kwargs)
         if resp.status_code in (401, 403):
             what = full_url.split("?", 1)[0].rsplit("/", 1)[-1]
-            raise refused(self._credentials, what, resp.status_code, reason(resp))
+            raise refused(self._identity, what, resp.status_code, reason(resp))
         return resp
 
     def _request(self, method: str, full_url: str, timeout: float, **kwargs: Any) -> requests.Response:
@@ -203,10 +228,10 @@ class AuthenticatedRemoteScheduler(ConfiguredRemoteScheduler):
     goes on its own, and so does a batch of one.
     """
 
-    def __init__(self, url: str, credentials: Credentials, ca_file: Path | None,
+    def __init__(self, url: str, identity: Identity, ca_file: Path | None,
                  connect_timeout: float, retry_attempts: int, retry_wait: float, use_token: bool = True,
                  batch_tasks: int = DEFAULT_BATCH_TASKS):
-        fetcher = AuthenticatedFetcher.for_scheduler(url, credentials, ca_file, connect_timeout, use_token)
+        fetcher = AuthenticatedFetcher.for_scheduler(url, identity, ca_file, connect_timeout, use_token)
         # A refusal or an untrusted certificate is final: retrying cannot help.
         super().__init__(url, connect_timeout, fetcher, retry_attempts, retry_wait, never_retry=SchedulerError)
         self._batch_fetcher = fetcher

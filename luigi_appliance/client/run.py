@@ -9,7 +9,7 @@ from pathlib import Path
 from luigi.execution_summary import LuigiStatusCode
 
 from luigi_appliance.client.api import ApplianceWorkerFactory, scheduler_client
-from luigi_appliance.client.credentials import Credentials, load_credentials
+from luigi_appliance.client.credentials import Identity, load_identity
 from luigi_appliance.client.settings import ClientSettings, load_client_settings
 from luigi_appliance.dag.command import preflight
 from luigi_appliance.luigi_internals.worker import TaskAnswers, config_parser_chosen_once, get_params_cache, run_luigi
@@ -41,14 +41,14 @@ def run(options: RunOptions) -> int:
     overrides = {k: str(v) for k, v in (("scheduler_url", options.scheduler_url),
                                         ("ca_file", options.ca_file)) if v is not None}
     settings = load_client_settings(options.client_config, overrides)
-    credentials = load_credentials(options.credentials_file, settings.credentials_file)
+    identity = load_identity(settings, options.credentials_file)
     # luigi's get_params and its config parser lookup, several of each per task, dominate
     # building a large graph.
     with get_params_cache(), config_parser_chosen_once():
-        return _checked_run(options, settings, credentials)
+        return _checked_run(options, settings, identity)
 
 
-def _checked_run(options: RunOptions, settings: ClientSettings, credentials: Credentials) -> int:
+def _checked_run(options: RunOptions, settings: ClientSettings, identity: Identity) -> int:
     luigi_args = list(options.luigi_args)
     if not any(a == "--log-level" or a.startswith("--log-level=") for a in luigi_args):
         # luigi's default is DEBUG: every RPC and every dependency check ends up in the journal.
@@ -62,7 +62,7 @@ def _checked_run(options: RunOptions, settings: ClientSettings, credentials: Cre
             # The graph was walked as luigi's worker walks it: its worker takes the answers
             # instead of calling each task's complete() and requires() a second time.
             answers[checked.root_id] = checked.answers
-    result = run_luigi(luigi_args, ApplianceWorkerFactory(scheduler_client(settings, credentials), answers))
+    result = run_luigi(luigi_args, ApplianceWorkerFactory(scheduler_client(settings, identity), answers))
     if result.status in _OK and result.scheduling_succeeded:
         return EXIT_OK
     if result.status in _FAILED:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import luigi.rpc
 import requests
 
-from luigi_appliance.client.credentials import Credentials
+from luigi_appliance.client.credentials import Credentials, Identity, SubjectToken
 from luigi_appliance.errors import ApplianceError
 
 # 4xx answers that are worth retrying: the server timed the request out, or asks us to slow down.
@@ -94,16 +94,41 @@ def untrusted(url: str, verify: str | bool, exc: BaseException) -> SchedulerUntr
                               "ca_file in client.conf")
 
 
-def refused(credentials: Credentials, what: str, status: int, why: str | None = None) -> SchedulerRefused:
-    """The error for a 401/403 answer to ``what``, naming the account (never its password), and
-    ``why``: the scheduler's reason, when it gave one."""
+def refused(identity: Identity, what: str, status: int, why: str | None = None) -> SchedulerRefused:
+    """The error for a 401/403 answer to ``what``, naming the account (never its password) or
+    where the subject token came from (never the token), and ``why``: the scheduler's reason,
+    when it gave one."""
     because = f": {why[:500]}" if why else ""
+    if isinstance(identity, SubjectToken):
+        who = f"the identity exchanged from {identity.source}"
+        if status == 401:
+            return SchedulerRefused(f"scheduler refused {what} for {who}: 401 authentication failed{because}; "
+                                    "the scheduler no longer accepts the token it exchanged")
+        return SchedulerRefused(f"scheduler refused {what} for {who}: {status} permission denied{because}")
+    credentials: Credentials = identity
     if status == 401:
         where = f"credentials file {credentials.source}" if credentials.source else "the credentials"
         return SchedulerRefused(f"scheduler refused {what} for user {credentials.username!r}: "
                                 f"401 authentication failed{because}; check the name and password in {where}")
     return SchedulerRefused(f"scheduler refused {what} for user {credentials.username!r}: "
                             f"{status} permission denied{because}")
+
+
+def exchange_refused(subject: SubjectToken, url: str, resp: requests.Response) -> SchedulerRefused:
+    """The error for a token exchange the scheduler refused (RFC 6749 section 5.2's answer: the
+    error code and its description, which names the refusal class, never the token)."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("error"), str):
+        return SchedulerRefused(f"scheduler answered {resp.status_code} to the token exchange at {url}: "
+                                f"{reason(resp) or resp.reason}")
+    description = body.get("error_description")
+    said = f": {description[:500]}" if isinstance(description, str) and description else ""
+    return SchedulerRefused(f"scheduler refused the token exchange of the subject token from {subject.source}: "
+                            f"{body['error'][:100]}{said}; check that the token's issuer and audience are "
+                            "those of an [oidc.NAME] section with token_exchange = true on the scheduler")
 
 
 def reason(resp: requests.Response) -> str | None:

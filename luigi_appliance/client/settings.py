@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,17 @@ def parse_ca_file(value: str) -> Path:
     return path
 
 
+def parse_command(value: str) -> tuple[str, ...]:
+    """A program and its arguments, split as a POSIX shell would (quotes) but never run by one."""
+    try:
+        argv = tuple(shlex.split(value))
+    except ValueError as exc:
+        raise ValueError(f"cannot split the command {value!r}: {exc}") from None
+    if not argv:
+        raise ValueError("expected a command, e.g. /usr/local/bin/get-oidc-token --audience luigi")
+    return argv
+
+
 @dataclass(frozen=True)
 class ClientSettings:
     scheduler_url: str = key(parse_scheduler_url, "https://localhost:8082/", "the scheduler's URL")
@@ -55,12 +67,35 @@ class ClientSettings:
     connect_timeout: float = key(duration_range(1, 600), 10.0, "timeout of each request to the scheduler")
     retry_attempts: int = key(int_range(1, 100), 3, "attempts per scheduler call before giving up")
     retry_wait: float = key(duration_range(0, 3600), 30.0, "pause between attempts")
-    auth: str = key(choice("token", "basic"), "token", "how each call authenticates: token or basic")
+    auth: str = key(choice("token", "basic", "oidc-exchange"), "token",
+                    "how each call authenticates: token, basic or oidc-exchange")
+    subject_token_file: Path | None = key(parse_path, None, "auth = oidc-exchange: file holding the JWT to "
+                                          "exchange, read at each exchange")
+    subject_token_command: tuple[str, ...] | None = key(
+        parse_command, None, "auth = oidc-exchange: command printing the JWT, run at each exchange (no shell)")
     add_task_batch: int = key(int_range(1, 1000), DEFAULT_BATCH_TASKS,
                               "add_task calls sent together as one add_tasks call; 1 sends each alone")
 
 
-CLIENT = section("client", ClientSettings)
+_SUBJECT_KEYS = ("subject_token_file", "subject_token_command")
+
+
+def _check_client(loader: SchemaLoader) -> None:
+    """auth = oidc-exchange reads its JWT from exactly one place; the other modes from none."""
+    v, doc = loader.values, loader.doc
+    # Given, valid or not (an invalid value has its own issue already).
+    given = [name for name in _SUBJECT_KEYS if doc.get("client", name) is not None]
+    if v.get(("client", "auth")) == "oidc-exchange":
+        if len(given) != 1:
+            loader.issue(doc.get("client", "auth"), "client", "auth",
+                         "auth = oidc-exchange needs exactly one of subject_token_file = PATH or "
+                         "subject_token_command = COMMAND (where the JWT to exchange comes from)")
+    elif given:
+        loader.issue(doc.get("client", given[0]), "client", given[0],
+                     f"{given[0]} is used with auth = oidc-exchange only; set auth = oidc-exchange or remove it")
+
+
+CLIENT = section("client", ClientSettings, _check_client)
 
 
 def _present(path: Path) -> bool:
@@ -75,7 +110,7 @@ def _present(path: Path) -> bool:
 
 
 _COMMAND_LINE = "<command line>"
-_PATH_KEYS = ("ca_file", "credentials_file")
+_PATH_KEYS = ("ca_file", "credentials_file", "subject_token_file")
 
 
 def _as_option(issue: ConfigIssue) -> ConfigIssue:
@@ -98,6 +133,7 @@ def load_client_settings(explicit: Path | None, overrides: dict[str, str]) -> Cl
         doc.entries[("client", name)] = Entry("client", name, value, _COMMAND_LINE, 0)
     loader = SchemaLoader(doc, issues, check_files=True, sections=[CLIENT])
     loader.load()
+    loader.check()
     if issues:
         raise ConfigError([_as_option(issue) for issue in issues])
     return CLIENT.build(loader)

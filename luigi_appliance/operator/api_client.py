@@ -16,7 +16,7 @@ from typing import Any
 
 import requests
 
-from luigi_appliance.client.credentials import Credentials, load_credentials
+from luigi_appliance.client.credentials import Identity, load_identity
 from luigi_appliance.client.remote import AuthenticatedFetcher
 from luigi_appliance.client.scheduler_errors import describe, reason
 from luigi_appliance.client.settings import load_client_settings
@@ -47,7 +47,7 @@ class ApiClient:
         overrides = {k: str(v) for k, v in (("scheduler_url", options.scheduler_url),
                                             ("ca_file", options.ca_file)) if v is not None}
         settings = load_client_settings(options.client_config, overrides)
-        self.credentials: Credentials = load_credentials(options.credentials_file, settings.credentials_file)
+        self.credentials: Identity = load_identity(settings, options.credentials_file)
         self.url = settings.scheduler_url
         self._timeout = settings.connect_timeout
         self._fetcher = AuthenticatedFetcher.for_scheduler(self.url, self.credentials, settings.ca_file,

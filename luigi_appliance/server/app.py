@@ -11,13 +11,14 @@ from tornado.routing import PathMatches, Rule
 
 from luigi_appliance import policy
 from luigi_appliance.auth.bearer import BearerAuthenticator
+from luigi_appliance.auth.oidc import OidcVerifier
 from luigi_appliance.auth.registry import scheme_of
 from luigi_appliance.auth.session import SessionAuthenticator
 from luigi_appliance.errors import ApplianceError
 from luigi_appliance.luigi_internals.server import luigi_app, route_pattern
 from luigi_appliance.metrics import handler as metrics_handler
 from luigi_appliance.metrics.registry import SchedulerMetrics
-from luigi_appliance.server import add_tasks, login, task_failures, token, unlock, visualiser, workers
+from luigi_appliance.server import add_tasks, login, oidc_login, task_failures, token, unlock, visualiser, workers
 from luigi_appliance.server.client_address import ClientAddresses
 from luigi_appliance.server.guard import GuardContext, HealthHandler, NotFoundHandler, guarded
 from luigi_appliance.server.page_header import SETTING as PAGE_HEADER
@@ -41,7 +42,8 @@ def build_app(scheduler: Any, authenticators: list[Any], *, tls: bool, hsts_max_
               history_routes: list[tuple[str, type, dict]] | None = None,
               client_addresses: ClientAddresses | None = None,
               banner: Banner | None = None,
-              metrics: SchedulerMetrics | None = None) -> tornado.web.Application:
+              metrics: SchedulerMetrics | None = None,
+              oidc: OidcVerifier | None = None) -> tornado.web.Application:
     """Luigi's Tornado app with every route guarded. Fails if luigi has a route we do not classify.
 
     With ``metrics``, /metrics serves its registry (instead of luigi's collector) and the guard
@@ -50,8 +52,11 @@ def build_app(scheduler: Any, authenticators: list[Any], *, tls: bool, hsts_max_
     # The credential schemes bring their routes: browser login (/login, /logout) with the session
     # scheme, the token exchange (/auth/token) with the bearer scheme.
     sessions = scheme_of(authenticators, SessionAuthenticator)
+    # With the session scheme, also the issuers' browser login (/login/oidc/NAME...).
+    pages = login.pages_for(sessions, oidc)
     csp, own_routes = visualiser.routes()
-    own_routes = [*own_routes, *login.routes(sessions), *token.routes(scheme_of(authenticators, BearerAuthenticator)),
+    own_routes = [*own_routes, *login.routes(pages), *oidc_login.routes(pages, oidc),
+                  *token.routes(scheme_of(authenticators, BearerAuthenticator), oidc),
                   *workers.routes(), *add_tasks.routes(), *unlock.routes(authenticators),
                   *metrics_handler.routes(metrics.registry if metrics is not None else None)]
     front = [(pattern, guarded(handler, rule_for(pattern + "$")), kwargs) for pattern, handler, kwargs in own_routes]

@@ -5,6 +5,11 @@ the attacker): the guard refuses cross-origin POSTs, the cookie is SameSite=Stri
 carries a token that is an HMAC of a random cookie set with the form, so only a browser that
 fetched the form from this server can post it. A wrong name and a wrong password get the same
 answer, and the password is only ever handed to ``PasswordChecker.check``.
+
+Beside the form the page offers one "Sign in with NAME" link per ``[oidc.NAME]`` issuer with
+``browser_login`` (server/oidc_login.py); ``[session] password_login = false`` leaves only those
+(the form is gone and its POST refused). Logging out of such a session also ends it at the IdP
+when the IdP publishes an end_session_endpoint (RP-initiated logout).
 """
 
 from __future__ import annotations
@@ -15,10 +20,13 @@ import html
 import logging
 import math
 import secrets
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
+
+import tornado.web
 
 from luigi_appliance.auth import AuthUnavailable, LockedOut
-from luigi_appliance.auth.session import SessionAuthenticator, tokens_match
+from luigi_appliance.auth.oidc import OidcVerifier
+from luigi_appliance.auth.session import Session, SessionAuthenticator, tokens_match
 from luigi_appliance.server.guard import GuardMixin
 from luigi_appliance.server.page_header import PRODUCT, STYLE, page_header
 
@@ -46,6 +54,8 @@ label {{ display: block; margin-top: 1em; }}
 input[type=text], input[type=password] {{ width: 100%; box-sizing: border-box; padding: .4em; }}
 button {{ margin-top: 1.5em; padding: .5em 1.5em; }}
 .error {{ color: #a94442; background: #f2dede; padding: .5em; }}
+.sso {{ display: block; margin-top: 1em; padding: .6em 1em; text-align: center; background: #3c8dbc;
+  color: #fff; text-decoration: none; border-radius: 3px; }}
 </style>
 </head>
 <body>
@@ -53,7 +63,14 @@ button {{ margin-top: 1.5em; padding: .5em 1.5em; }}
 <main>
 <h1>Log in to the Luigi scheduler</h1>
 {message}
-<form method="post" action="/login">
+{sso}
+{form}
+</main>
+</body>
+</html>
+"""
+
+_FORM = """<form id="password-login" method="post" action="/login">
 <input type="hidden" name="next" value="{next}">
 <input type="hidden" name="login_token" value="{token}">
 <label for="username">User name</label>
@@ -61,8 +78,20 @@ button {{ margin-top: 1.5em; padding: .5em 1.5em; }}
 <label for="password">Password</label>
 <input type="password" id="password" name="password" autocomplete="current-password" required>
 <button type="submit">Log in</button>
-</form>
-</main>
+</form>"""
+
+# A page that sends the browser on with a navigation of its own instead of a redirect: after the
+# IdP's cross-site redirect a SameSite=Strict session cookie is not sent along a redirect chain,
+# and after the logout form's POST a redirect to the IdP would break the CSP's form-action.
+_ONWARD = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="refresh" content="0; url={url}">
+<title>{title} - {product}</title>
+</head>
+<body>
+<p>{title}. <a id="onward" href="{url}">Continue</a></p>
 </body>
 </html>
 """
@@ -94,15 +123,45 @@ def safe_next(value: str | None) -> str:
 
 
 class LoginPages:
-    """What /login and /logout share: the sessions and the key of the login-form tokens."""
+    """What /login, /logout and the IdPs' logins share: the sessions, the key of the login-form
+    tokens and the issuers offered for browser login."""
 
-    def __init__(self, sessions: SessionAuthenticator):
+    def __init__(self, sessions: SessionAuthenticator, issuers: tuple[str, ...] = ()):
         self.sessions = sessions
+        self.issuers = issuers
         self.form_cookie = LOGIN_COOKIE_TLS if sessions.secure else LOGIN_COOKIE_PLAIN
         self._form_key = secrets.token_bytes(32)  # per process: a restart expires open forms
 
     def form_token(self, cookie_value: str) -> str:
         return hmac.new(self._form_key, cookie_value.encode(), hashlib.sha256).hexdigest()
+
+
+def login_page(handler: tornado.web.RequestHandler, pages: LoginPages, target: str, message: str = "",
+               status: int = 200) -> None:
+    """The login page (the issuers' links, the form with a fresh form cookie and the token that
+    matches it unless password login is off), with ``message`` as an alert."""
+    secure = pages.sessions.secure
+    form = ""
+    if pages.sessions.password_login:
+        cookie = secrets.token_urlsafe(32)
+        handler.set_cookie(pages.form_cookie, cookie, path="/", max_age=LOGIN_FORM_MAX_AGE, httponly=True,
+                           secure=secure, samesite="Strict")
+        form = _FORM.format(next=html.escape(target, quote=True), token=pages.form_token(cookie))
+    query = urlencode({"next": target}) if target != DEFAULT_NEXT else ""
+    sso = "".join(f'<a class="sso" id="sso-{html.escape(name, quote=True)}" '
+                  f'href="/login/oidc/{html.escape(name, quote=True)}{"?" + html.escape(query) if query else ""}">'
+                  f"Sign in with {html.escape(name)}</a>" for name in pages.issuers)
+    handler.set_status(status)
+    handler.set_header("Content-Type", "text/html; charset=UTF-8")
+    notice = f'<p class="error" id="login-error" role="alert">{html.escape(message)}</p>' if message else ""
+    handler.finish(_PAGE.format(message=notice, sso=sso, form=form, product=PRODUCT, header_style=STYLE,
+                                header=page_header(handler).html(None, product_link="/login")))
+
+
+def onward_page(handler: tornado.web.RequestHandler, url: str, title: str) -> None:
+    """A 200 page whose only content sends the browser to ``url`` (see ``_ONWARD``)."""
+    handler.set_header("Content-Type", "text/html; charset=UTF-8")
+    handler.finish(_ONWARD.format(url=html.escape(url, quote=True), title=html.escape(title), product=PRODUCT))
 
 
 class LoginHandler(GuardMixin):
@@ -129,6 +188,9 @@ class LoginHandler(GuardMixin):
 
     async def post(self) -> None:
         target = safe_next(self.get_body_argument("next", None))
+        if not self.pages.sessions.password_login:
+            self._form(target, "Logging in with a user name and password is switched off here.", 403)
+            return
         if not self._form_token_ok():
             self._form(target, "The login form expired. Please try again.", 403)
             return
@@ -165,31 +227,23 @@ class LoginHandler(GuardMixin):
         return tokens_match(self.get_body_argument("login_token", None), self.pages.form_token(cookie))
 
     def _form(self, target: str, message: str = "", status: int = 200) -> None:
-        """The form, with a fresh form cookie and the token that matches it."""
-        cookie = secrets.token_urlsafe(32)
-        secure = self.pages.sessions.secure
-        self.set_cookie(self.pages.form_cookie, cookie, path="/", max_age=LOGIN_FORM_MAX_AGE, httponly=True,
-                        secure=secure, samesite="Strict")
-        self.set_status(status)
-        self.set_header("Content-Type", "text/html; charset=UTF-8")
-        notice = f'<p class="error" role="alert">{html.escape(message)}</p>' if message else ""
-        self.finish(_PAGE.format(message=notice, next=html.escape(target, quote=True),
-                                 token=self.pages.form_token(cookie), product=PRODUCT, header_style=STYLE,
-                                 header=page_header(self).html(None, product_link="/login")))
+        login_page(self, self.pages, target, message, status)
 
 
 class LogoutHandler(GuardMixin):
-    """POST /logout: ends the session server-side and clears the cookie, then back to the form."""
+    """POST /logout: ends the session server-side and clears the cookie, then back to the form,
+    by way of the IdP's end_session_endpoint for a session an IdP's login made."""
 
     def initialize(self, pages: LoginPages | None) -> None:
         self._pages = pages
 
-    def post(self) -> None:
+    async def post(self) -> None:
         if self._pages is None:
             self.send_error(404, reason_text="browser login is not enabled")
             return
         sessions = self._pages.sessions
         found = sessions.lookup(self.request)
+        end_at_idp = None
         if found is not None:
             session_id, session = found
             token = self.get_body_argument("csrf_token", None) or self.request.headers.get("X-CSRF-Token")
@@ -197,15 +251,41 @@ class LogoutHandler(GuardMixin):
                 self.send_error(403, reason_text="CSRF token missing or wrong")
                 return
             sessions.store.destroy(session_id)
-            log.info("Browser logout: user %r", session.principal.name)
+            end_at_idp = await self._idp_logout(session)
+            log.info("Browser logout: user %r%s", session.principal.name,
+                     " (also at the identity provider)" if end_at_idp else "")
         self.clear_cookie(sessions.cookie_name, path="/", httponly=True, secure=sessions.secure, samesite="Strict")
+        if end_at_idp is not None:
+            onward_page(self, end_at_idp, "Signing out at the identity provider")
+            return
         self.redirect("/login", status=303)
 
+    async def _idp_logout(self, session: Session) -> str | None:
+        """The IdP's logout URL for an IdP's session (None for a password login, or an IdP
+        without end_session_endpoint); the logout audited either way."""
+        external = session.external
+        url = None
+        if external is not None:
+            url = await external.logout_url(f"{self.request.protocol}://{self.request.host}/login")
+        if self.guard.audit is not None:
+            fields = {} if external is None else {"issuer": external.issuer, "subject": external.subject,
+                                                  "via": "rp_initiated" if url else "local"}
+            self.guard.audit.record("logout", principal=session.principal.name, source=self.request.remote_ip or "",
+                                    outcome="success", **fields)
+        return url
 
-def routes(sessions: SessionAuthenticator | None) -> list[tuple[str, type, dict]]:
+
+def pages_for(sessions: SessionAuthenticator | None, oidc: OidcVerifier | None) -> LoginPages | None:
+    """What the login pages share; None without the session scheme."""
+    if sessions is None:
+        return None
+    issuers = () if oidc is None else tuple(n for n in oidc.names() if oidc.issuer(n).browser_login)
+    return LoginPages(sessions, issuers)
+
+
+def routes(pages: LoginPages | None) -> list[tuple[str, type, dict]]:
     """What the session scheme brings: the login and logout pages. Without the scheme they
     still exist (every route is classified in the policy) but answer 404."""
-    pages = LoginPages(sessions) if sessions is not None else None
     return [
         (r"/login", LoginHandler, {"pages": pages}),
         (r"/logout", LogoutHandler, {"pages": pages}),

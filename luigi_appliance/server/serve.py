@@ -28,6 +28,7 @@ from tornado.ioloop import PeriodicCallback
 from luigi_appliance import state, systemd
 from luigi_appliance.audit.signing import open_audit_log
 from luigi_appliance.auth.basic import password_authenticator
+from luigi_appliance.auth.oidc.issuers import issuers_for
 from luigi_appliance.auth.registry import SchemeContext, credential_schemes
 from luigi_appliance.config import Settings
 from luigi_appliance.errors import ApplianceError
@@ -190,6 +191,9 @@ class _Server:
             self.components.add(Hooks(f"{name} scheme", on_reload=scheme.reload))
         if self.tls is not None:
             self.components.add(self.tls)
+        self.oidc = issuers_for(settings)  # [oidc.NAME]: None when no issuer is configured
+        if self.oidc is not None:
+            self.components.add(Hooks("oidc issuers", on_reload=self.oidc.reload))
         self.components.add(Hooks("history", on_start=self.history.start, on_close=self.history.close,
                                   on_healthy=self.history.healthy))
         # Closed before the history (its final snapshot first) and after the listener.
@@ -207,7 +211,7 @@ class _Server:
                              history_routes=self.history.routes(),
                              rpc_access=RpcAccess(self.audit, self.bindings),
                              client_addresses=ClientAddresses(settings.server.trusted_proxies),
-                             banner=banner_of(settings.server), metrics=self.metrics)
+                             banner=banner_of(settings.server), metrics=self.metrics, oidc=self.oidc)
         self.components.add(_Listener(settings, self.app, self.tls, sockets))
         self.stopping = asyncio.Event()
 

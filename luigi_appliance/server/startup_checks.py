@@ -18,6 +18,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from luigi.metrics import MetricsCollector, MetricsCollectors
 
 from luigi_appliance import tls
@@ -54,7 +56,8 @@ def startup_issues(settings: Settings, doc: IniDocument) -> list[ConfigIssue]:
         else:  # a default: no line names it
             issues.append(ConfigIssue(doc.files[0] if doc.files else "<defaults>", None, section, key, message))
 
-    for check in (_state, _listen, _certificate, _client_ca, _accounts, _tokens, _audit, _history, _luigi_modules):
+    for check in (_state, _listen, _certificate, _client_ca, _accounts, _tokens, _audit, _history, _luigi_modules,
+                  _oidc):
         check(settings, report)
     return issues
 
@@ -248,3 +251,33 @@ def _luigi_modules(settings: Settings, report: Report) -> None:
         if not (isinstance(cls, type) and issubclass(cls, MetricsCollector)):
             report("scheduler", "metrics_custom_import",
                    f"{target} is not a subclass of luigi.metrics.MetricsCollector")
+
+
+def _oidc(settings: Settings, report: Report) -> None:
+    """Each issuer's CA file, client secret file and private key, read as serve would (no network)."""
+    for name, issuer in settings.oidc.items():
+        section = f"oidc.{name}"
+        if issuer.ca_file is not None:
+            problem = tls.chain_problem(issuer.ca_file)
+            if problem is not None:
+                report(section, "ca_file", problem)
+        problem = _secret_text_problem(issuer.client_secret_file)
+        if problem is not None:
+            report(section, "client_secret_file", problem)
+        if issuer.private_key_file is not None:
+            problem = _private_key_problem(issuer.private_key_file)
+            if problem is not None:
+                report(section, "private_key_file", problem)
+
+
+def _private_key_problem(path: Path) -> str | None:
+    """Why ``path`` holds no usable PEM private key for a client assertion, or None."""
+    try:
+        key = serialization.load_pem_private_key(read_secret_file(path), None)
+    except ApplianceError as exc:
+        return str(exc)
+    except (ValueError, TypeError):
+        return f"{path} holds no unencrypted PEM private key"
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+        return f"{path} holds a {type(key).__name__}; expected an RSA, EC or Ed25519 key"
+    return None

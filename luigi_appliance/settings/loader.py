@@ -2,7 +2,9 @@
 
 A ``Section`` is a section's name, its dataclass (whose fields declare the keys, see
 ``declare``) and the domain's cross-checks, which run after every section is loaded and see
-all values. ``SchemaLoader`` loads the sections a file is composed of; it reports unknown
+all values. A ``SectionFamily`` declares sections named ``[PREFIX.NAME]`` with the user's NAMEs
+(several OIDC issuers): each one present in the file is loaded as a ``Section`` of its own.
+``SchemaLoader`` loads the sections a file is composed of; it reports unknown
 sections and keys, invalid values and secrets given in clear, and records, for ``config
 show``, each value's display and where it came from.
 """
@@ -48,6 +50,44 @@ def section(name: str, model: type[_S], check: Callable[[SchemaLoader], None] | 
     return Section(name, model, keys_of(model), check)
 
 
+_MEMBER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class SectionFamily(Generic[_S]):
+    """Sections ``[prefix.NAME]``, each read into ``model``; ``check`` runs once after every
+    section is loaded and sees all of them (``loader.members(family)``)."""
+
+    prefix: str
+    model: type[_S]
+    keys: tuple[Key, ...]
+    check: Callable[[SchemaLoader], None] | None = None
+
+    @property
+    def pattern(self) -> str:
+        """How its sections are written, for messages and the reference."""
+        return f"{self.prefix}.NAME"
+
+    def member(self, section_name: str) -> str | None:
+        """NAME when ``section_name`` is ``prefix.NAME`` (of any name, valid or not), else None."""
+        head, dot, name = section_name.partition(".")
+        return name if dot and head == self.prefix else None
+
+    def section(self, name: str) -> Section[_S]:
+        """The section ``[prefix.name]``."""
+        return Section(f"{self.prefix}.{name}", self.model, self.keys)
+
+    def build(self, loader: SchemaLoader) -> dict[str, _S]:
+        """NAME -> its dataclass, for every member in the order of the files."""
+        return {name: self.section(name).build(loader) for name in loader.members(self)}
+
+
+def section_family(prefix: str, model: type[_S],
+                   check: Callable[[SchemaLoader], None] | None = None) -> SectionFamily[_S]:
+    """Declare the sections ``[prefix.NAME]``: their keys are the ``key``/``secret`` fields of ``model``."""
+    return SectionFamily(prefix, model, keys_of(model), check)
+
+
 class SecretValues(Protocol):
     """How secrets are read: ``enc:`` values decrypted with a key file, ``*_file`` paths checked."""
 
@@ -71,8 +111,11 @@ class SchemaLoader:
 
     def __init__(self, doc: IniDocument, issues: list[ConfigIssue], check_files: bool,
                  sections: Iterable[Section[Any]], freeform: tuple[str, ...] = (),
-                 secrets: SecretValues | None = None, key_file: tuple[str, str] | None = None):
+                 secrets: SecretValues | None = None, key_file: tuple[str, str] | None = None,
+                 families: Iterable[SectionFamily[Any]] = ()):
         self.sections = {s.name: s for s in sections}
+        self.families = tuple(families)
+        self._members: dict[str, list[str]] = {f.prefix: [] for f in self.families}
         self.freeform = freeform
         self.doc = doc
         self.issues = issues
@@ -84,6 +127,26 @@ class SchemaLoader:
         self.secret_key_file: Path | None = None
         if key_file is not None:
             self.secret_key_file = next(k.default for k in self.sections[key_file[0]].keys if k.name == key_file[1])
+        self._add_members(doc)
+
+    def _add_members(self, doc: IniDocument) -> None:
+        """Each ``[prefix.NAME]`` of the document becomes a section to load (a bad NAME an issue)."""
+        for name, (file, line) in doc.sections.items():
+            for family in self.families:
+                member = family.member(name)
+                if member is None:
+                    continue
+                if not _MEMBER_NAME.match(member):
+                    self.issues.append(ConfigIssue(file, line, name, None,
+                                                   f"expected [{family.prefix}.NAME] with a NAME of lower-case "
+                                                   f"letters, digits, _ and - starting with a letter, got [{name}]"))
+                    continue
+                self.sections[name] = family.section(member)
+                self._members[family.prefix].append(member)
+
+    def members(self, family: SectionFamily[Any]) -> tuple[str, ...]:
+        """The NAMEs of ``family``'s sections present, in the order of the files."""
+        return tuple(self._members[family.prefix])
 
     def issue(self, entry: Entry | None, section: str, key: str | None, message: str) -> None:
         """Record a problem at ``entry`` (or, without one, in the first file)."""
@@ -109,6 +172,9 @@ class SchemaLoader:
         for section in self.sections.values():
             if section.check is not None:
                 section.check(self)
+        for family in self.families:
+            if family.check is not None:
+                family.check(self)
 
     def load_freeform(self, section: str, parse: Callable[[str], Any]) -> dict[str, Any]:
         """``name = value`` lines of a section whose names are the user's (resources, groups)."""
@@ -123,10 +189,14 @@ class SchemaLoader:
         return values
 
     def _check_unknown(self) -> None:
+        declared = [name for name in self.sections if not any(f.member(name) for f in self.families)]
+        patterns = [family.pattern for family in self.families]
         for section, (file, line) in self.doc.sections.items():
+            if any(f.member(section) is not None for f in self.families):
+                continue  # a member, or a bad NAME already reported
             if section not in self.sections and section not in self.freeform:
                 self.issues.append(ConfigIssue(file, line, section, None,
-                                               unknown("section", section, [*self.sections, *self.freeform])))
+                                               unknown("section", section, [*declared, *self.freeform, *patterns])))
         for (section, name), entry in self.doc.entries.items():
             if section not in self.sections:
                 continue
@@ -210,7 +280,8 @@ def display(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, tuple):
-        return ", ".join(value)
+        # Rules (not plain strings) are separated as they are written: "a -> b; c -> d".
+        return ", ".join(value) if all(isinstance(v, str) for v in value) else "; ".join(map(str, value))
     if isinstance(value, re.Pattern):
         return value.pattern
     return str(value)

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from luigi_appliance.settings.declare import Key
-from luigi_appliance.settings.loader import Section, display
+from luigi_appliance.settings.loader import Section, SectionFamily, display
 
 
 def documented_default(key: Key) -> str:
@@ -25,11 +25,13 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def reference(sections: Iterable[Section[Any]]) -> str:
-    """Markdown: per section, a table of its keys, their defaults and what they are for."""
+def reference(sections: Iterable[Section[Any] | SectionFamily[Any]]) -> str:
+    """Markdown: per section (a family as ``[prefix.NAME]``), a table of its keys, their defaults
+    and what they are for."""
     lines: list[str] = []
     for section in sections:
-        lines += [f"### [{section.name}]", "", "| Key | Default | What it is |", "|---|---|---|"]
+        title = section.pattern if isinstance(section, SectionFamily) else section.name
+        lines += [f"### [{title}]", "", "| Key | Default | What it is |", "|---|---|---|"]
         for key in section.keys:
             name = " / ".join(f"`{n}`" for n in key.names)
             default = documented_default(key)

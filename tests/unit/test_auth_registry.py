@@ -48,7 +48,7 @@ def test_an_unknown_backend_is_refused_by_name(name: str) -> None:
 
 def test_the_schemes_are_asked_session_then_bearer_then_basic(tmp_path: Path) -> None:
     accounts = BasicAuthenticator([], ttl=0)
-    settings = SimpleNamespace(session=SimpleNamespace(idle_timeout=60, absolute_timeout=600),
+    settings = SimpleNamespace(session=SimpleNamespace(idle_timeout=60, absolute_timeout=600, password_login=True),
                                tokens=SimpleNamespace(keys_file=tmp_path / "token.keys", ttl=60),
                                state=SimpleNamespace(dir=tmp_path), ldap=SimpleNamespace(outage_grace=0))
     try:

@@ -4,7 +4,9 @@ In the annotated files, every declared key of a section has a paragraph starting
 a commented example ``# key = VALUE``; VALUE is the default (it parses to the declared default),
 or, for a key unset by default, the paragraph says "default unset". No example names a key that
 is not declared. docs/configuration.md holds the key reference rendered from the declarations,
-and every `[section] key` it mentions is declared.
+and every `[section] key` it mentions is declared. A family of sections ``[PREFIX.NAME]`` is
+annotated once, under a commented header ``# [PREFIX.example]`` (the shipped file configures
+none), and referenced as ``[PREFIX.NAME]``.
 """
 
 from __future__ import annotations
@@ -16,18 +18,19 @@ from typing import Any
 import pytest
 
 from luigi_appliance.client.settings import CLIENT
-from luigi_appliance.config import FREEFORM_SECTIONS, SECTIONS
+from luigi_appliance.config import FREEFORM_SECTIONS, SECTION_FAMILIES, SECTIONS
 from luigi_appliance.settings.declare import Key
 from luigi_appliance.settings.loader import Section, display
 from luigi_appliance.settings.reference import documented_default, reference
 
 REPO = Path(__file__).resolve().parents[2]
-ANNOTATED = [(REPO / "etc" / "scheduler.conf", SECTIONS, FREEFORM_SECTIONS),
+EXAMPLE_MEMBERS = tuple(family.section("example") for family in SECTION_FAMILIES)
+ANNOTATED = [(REPO / "etc" / "scheduler.conf", (*SECTIONS, *EXAMPLE_MEMBERS), FREEFORM_SECTIONS),
              (REPO / "etc" / "client.conf", (CLIENT,), ())]
 REFERENCE_START = "<!-- key reference: rendered from the declarations by luigi_appliance/settings/reference.py -->"
 REFERENCE_END = "<!-- end of key reference -->"
 
-_HEADER = re.compile(r"^\[([a-z_]+)\]$")
+_HEADER = re.compile(r"^\[([a-z_]+)\]$|^# \[([a-z_]+\.example)\]$")
 _EXAMPLE = re.compile(r"^# ([a-z][a-z0-9_]*) =(?: (.*))?$")
 
 
@@ -38,7 +41,7 @@ def annotated_sections(text: str) -> dict[str, list[str]]:
     for line in text.splitlines():
         m = _HEADER.match(line)
         if m:
-            current = sections.setdefault(m.group(1), [])
+            current = sections.setdefault(m.group(1) or m.group(2), [])
         else:
             current.append(line)
     return sections
@@ -119,7 +122,7 @@ def reference_in_docs() -> str:
 
 
 def test_the_documented_key_reference_is_the_declarations() -> None:
-    expected = reference([*SECTIONS, CLIENT])
+    expected = reference([*SECTIONS, *SECTION_FAMILIES, CLIENT])
     assert reference_in_docs() == expected.strip("\n"), "paste into docs/configuration.md:\n" + expected
 
 

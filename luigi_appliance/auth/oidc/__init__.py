@@ -74,6 +74,7 @@ class IssuerClient(Protocol):
     name: str
     client_id: str
     scopes: tuple[str, ...]
+    browser_login: bool  # [oidc.NAME] browser_login: offered on the login page
 
     async def endpoints(self) -> IssuerEndpoints:
         """From discovery (cached); TokenRefused(ISSUER_UNAVAILABLE) when it cannot be fetched."""
