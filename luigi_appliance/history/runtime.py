@@ -31,12 +31,14 @@ class _Parts:
     reader: HistoryReader
 
     def status(self) -> HistoryStatus:
+        # Not one atomic read: the writer moves an event from the queue to ``held`` in two
+        # steps, so for that instant it may be missing from ``queued``.
         recorder, writer, spool, counters = self.recorder, self.writer, self.writer.spool, self.writer.counters
         return HistoryStatus(
             backend=writer.settings.backend, database=writer.database, database_state=writer.db_state,
-            last_error=writer.last_error, queued=recorder.queue.qsize(), spool_events=spool.pending_events,
-            spool_bytes=spool.size, spool_limit_bytes=spool.limit, emitted=counters.emitted,
-            written=counters.written, spooled=counters.spooled, replayed=counters.replayed,
+            last_error=writer.last_error, queued=recorder.queue.qsize() + writer.held,
+            spool_events=spool.pending_events, spool_bytes=spool.size, spool_limit_bytes=spool.limit,
+            emitted=counters.emitted, written=counters.written, spooled=counters.spooled, replayed=counters.replayed,
             dropped=recorder.drops.count + writer.dropped, dead_lettered=writer.dead_lettered,
             writer_alive=writer.alive,
             recent_losses=any(losses.recent() for losses in (recorder.drops, *writer.losses)))

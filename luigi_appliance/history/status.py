@@ -28,6 +28,11 @@ class Counters:
     ``emitted`` is counted by the recorder, the rest by the writer thread. ``written`` counts
     rows stored (an event found already stored is not counted again); ``replayed`` is the part
     of it that came from the spool. Dropped and set-aside events are counted by their LossLog.
+
+    Every emitted event is in exactly one place, so (spool events left by an earlier run aside)
+    ``emitted`` = ``written`` + spool events pending + ``queued`` (the queue and the batch the
+    writer holds) + ``dropped`` + ``dead_lettered``: once ``queued`` and the spool are 0, the
+    database has ``written`` of them.
     """
 
     emitted: int = 0
@@ -72,7 +77,11 @@ def dropped_events(what: str) -> LossLog:
 
 @dataclass(frozen=True)
 class HistoryStatus:
-    """The history at one moment: the writer's state, the queue and spool, the counters."""
+    """The history at one moment: the writer's state, the queue and spool, the counters.
+
+    ``queued`` is the events in the in-memory queue plus those the writer has taken off it and
+    not yet stored, spooled, set aside or dropped (HistoryWriter.held).
+    """
 
     backend: str
     database: str

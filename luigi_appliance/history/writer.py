@@ -17,6 +17,10 @@ the spool or dead-letter file cannot be written (disk full): the ``spool_full`` 
 ``luigi_appliance_history_events_dropped_total``) and logs an error at once and then every
 minute while it lasts. A SIGKILL loses the events still in the queue, at most about
 ``flush_interval`` + ``BATCH_LINGER`` of them, like the state snapshot loses at most one interval.
+
+``held`` counts the events this thread has taken off the queue and not yet stored, spooled, set
+aside or dropped (a batch lingering, or its statement waiting for the database): the status adds
+them to ``queued``, so every emitted event is in one count.
 """
 
 from __future__ import annotations
@@ -50,8 +54,8 @@ _SET_ASIDE_MEMORY = 100_000
 class HistoryWriter:
     """The thread that empties ``events`` into the database, the spool or the dead-letter file.
 
-    Its state (``db_state``, ``last_error``, the spool, ``losses``) is written by the thread and
-    read by the status snapshot on the loop (single attribute reads: no lock needed).
+    Its state (``db_state``, ``last_error``, ``held``, the spool, ``losses``) is written by the
+    thread and read by the status snapshot on the loop (single attribute reads: no lock needed).
     """
 
     def __init__(self, settings: HistorySettings, state_dir: Path, events: queue.Queue[Event], counters: Counters):
@@ -68,6 +72,7 @@ class HistoryWriter:
                                                  f"{self.dead_letters.path} is full or cannot be written")
         self._refusals = LossLog("TASK HISTORY EVENTS REFUSED", "set aside",
                                  f"the database refused them; they are in {self.dead_letters.path}")
+        self._error_drops = dropped_events("the history writer failed unexpectedly while handling them")
         # Uids set aside by this process: a batch replayed again after an outage in the middle of
         # its split does not set the same event aside twice.
         self._set_aside_uids: set[str] = set()
@@ -81,6 +86,9 @@ class HistoryWriter:
         self._last_reminder = 0.0
         self._last_unexpected = -REMINDER_INTERVAL
         self._last_offset_error = -REMINDER_INTERVAL
+        # Taken off the queue and in none of the counters yet: counted up as each event is taken,
+        # down only after the counter it moves to (written, spooled, dropped, dead-lettered) has.
+        self.held = 0
 
     # ---- state ---------------------------------------------------------------------------------
 
@@ -92,12 +100,13 @@ class HistoryWriter:
     @property
     def losses(self) -> tuple[LossLog, ...]:
         """The events this thread dropped or set aside, by cause."""
-        return self._spool_drops, self._dead_letter_drops, self._refusals
+        return self._spool_drops, self._dead_letter_drops, self._refusals, self._error_drops
 
     @property
     def dropped(self) -> int:
-        """Events this thread lost (spool or dead-letter file full or not writable)."""
-        return self._spool_drops.count + self._dead_letter_drops.count
+        """Events this thread lost (spool or dead-letter file full or not writable, or a batch an
+        unexpected error left unhandled)."""
+        return self._spool_drops.count + self._dead_letter_drops.count + self._error_drops.count
 
     @property
     def dead_lettered(self) -> int:
@@ -124,7 +133,7 @@ class HistoryWriter:
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("Task history writer did not finish within %.0fs: %d queued event(s) are lost",
-                      timeout, self._queue.qsize())
+                      timeout, self._queue.qsize() + self.held)
         elif self._store is not None:
             self._store.engine.dispose()
 
@@ -138,6 +147,8 @@ class HistoryWriter:
                 self._handle(batch)
             except Exception as exc:  # the writer must survive anything, or history stops silently
                 self._unexpected(exc)
+            finally:
+                self._release_held()
         log.info("Task history writer stopped: %d written, %d in the spool", self.counters.written,
                  self.spool.pending_events)
 
@@ -146,6 +157,7 @@ class HistoryWriter:
             batch = [self._queue.get(timeout=self.settings.flush_interval) if wait else self._queue.get_nowait()]
         except queue.Empty:
             return []
+        self.held = 1
         if wait and not self._stopping.is_set():
             # Let a batch gather instead of committing each event as it comes: a transaction per
             # event costs this thread CPU (and the GIL) that the scheduler's loop needs.
@@ -155,6 +167,7 @@ class HistoryWriter:
                 batch.append(self._queue.get_nowait())
             except queue.Empty:
                 break
+            self.held += 1
         return batch
 
     def _handle(self, batch: list[Event]) -> None:
@@ -173,7 +186,9 @@ class HistoryWriter:
         """Write ``events``, setting aside those the database refuses (halving the batch until a
         refused event is alone). Returns the events left unwritten because the database went down,
         in order (empty when all were handled)."""
-        events = [e for e in events if e.uid not in self._set_aside_uids]
+        kept = [e for e in events if e.uid not in self._set_aside_uids]
+        self._settled(len(events) - len(kept), replay=replay)  # already counted as dead-lettered
+        events = kept
         try:
             stored = self._store.write(events)  # type: ignore[union-attr]
         except Exception as exc:
@@ -182,6 +197,7 @@ class HistoryWriter:
                 return events
             if len(events) == 1:
                 self._set_aside(events[0], exc)
+                self._settled(1, replay=replay)
                 return []
             half = len(events) // 2
             left = self._store_events(events[:half], replay=replay)
@@ -189,7 +205,21 @@ class HistoryWriter:
         self.counters.written += stored
         if replay:
             self.counters.replayed += stored
+        self._settled(len(events), replay=replay)
         return []
+
+    def _settled(self, count: int, *, replay: bool) -> None:
+        """``count`` events of the queue's batch are now in a counter; a replayed batch was never
+        held (the spool counts it)."""
+        if not replay:
+            self.held -= count
+
+    def _release_held(self) -> None:
+        # Whatever of the batch an unexpected error left in no counter is lost: counted as
+        # dropped, so emitted still adds up.
+        if self.held > 0:
+            self._error_drops.add(self.held, f"the last error: {self.last_error}")
+        self.held = 0
 
     def _set_aside(self, event: Event, exc: BaseException) -> None:
         if len(self._set_aside_uids) >= _SET_ASIDE_MEMORY:
@@ -269,12 +299,13 @@ class HistoryWriter:
             stored = self.spool.append(batch)
         except OSError as exc:
             self._spool_drops.add(len(batch), f"writing {self.spool.path} failed: {exc}")
-            return
-        if stored:
-            self.counters.spooled += len(batch)
         else:
-            first = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(batch[0].ts))
-            self._spool_drops.add(len(batch), f"first lost event of this batch at {first}")
+            if stored:
+                self.counters.spooled += len(batch)
+            else:
+                first = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(batch[0].ts))
+                self._spool_drops.add(len(batch), f"first lost event of this batch at {first}")
+        self._settled(len(batch), replay=False)
 
     def _replay_one_batch(self) -> None:
         events, end = self.spool.next_batch(self.settings.batch_size)

@@ -60,7 +60,8 @@ METRICS: tuple[Metric, ...] = (
            ("role",)),
     # Task history (history/status.py), all 0 without [history].
     Metric(PREFIX + "history_up", Kind.GAUGE, "1 when the history database takes events and the spool is empty"),
-    Metric(PREFIX + "history_queued_events", Kind.GAUGE, "events in the in-memory queue"),
+    Metric(PREFIX + "history_queued_events", Kind.GAUGE,
+           "events queued, or held by the writer and not yet stored or spooled"),
     Metric(PREFIX + "history_spool_events", Kind.GAUGE, "events in the spool waiting for the database"),
     Metric(PREFIX + "history_spool_bytes", Kind.GAUGE, "size of the spool file"),
     Metric(PREFIX + "history_events_emitted_total", Kind.COUNTER, "events the scheduler reported"),

@@ -188,6 +188,47 @@ def test_a_write_held_past_statement_timeout_is_spooled_and_lands_once(configure
                                   "Load_b": [("PENDING", "admin", None)]}
 
 
+def unaccounted(st: dict) -> int:
+    """Emitted events in none of the status's places (0 when the figures are honest)."""
+    return st["emitted"] - (st["written"] + st["spool_events"] + st["queued"] + st["dropped"] + st["dead_lettered"])
+
+
+def test_a_batch_waiting_on_a_row_lock_is_counted_as_queued_until_committed(configured_server, db) -> None:
+    # statement_timeout well past the lock: the batch stays in the writer, not in the spool.
+    server = history_server(configured_server, db, extra="statement_timeout = 60s")
+
+    def add_task(task_id: str, task_status: str) -> None:
+        resp = server.rpc("add_task", worker="w1", task_id=task_id, family="Load", status=task_status, params={})
+        assert resp.status_code == 200, resp.text
+
+    add_task("Load_a", "PENDING")
+    wait_for(lambda: status(server)["written"] == 1, "the first event written")
+    with db.cluster.connect(db.name) as conn, conn.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("SELECT id FROM tasks WHERE task_id = 'Load_a' FOR UPDATE")
+        add_task("Load_a", "DONE")
+        add_task("Load_b", "PENDING")
+        # The writer's statement really waits on the lock (seen by the database), so the two
+        # events are off the queue and in no counter: the status must still show them.
+        wait_for(lambda: db.query("SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND "
+                                  "wait_event_type = 'Lock'", db.user)[0][0] == 1, "the writer waiting on the lock")
+        for _ in range(3):
+            st = status(server)
+            assert (st["emitted"], st["written"], st["spool_events"], st["queued"]) == (3, 1, 0, 2), st
+            assert unaccounted(st) == 0 and st["state"] == "ok"
+            time.sleep(0.3)
+        metrics = server.session().get(f"{server.url}/history/metrics", timeout=5).text
+        assert "luigi_appliance_history_queued_events 2.0" in metrics
+        assert event_count(db) == 1
+        cur.execute("ROLLBACK")
+    wait_for(lambda: status(server)["queued"] == 0, "the held batch committed")
+    st = status(server)
+    assert (st["emitted"], st["written"], st["spool_events"], st["spooled"]) == (3, 3, 0, 0), st
+    assert unaccounted(st) == 0
+    # queued 0 and spool 0 now mean every event is stored: no waiting on the database.
+    assert event_count(db) == st["written"] == 3
+
+
 def test_starts_with_database_down_and_replays_spool_after_sigkill(configured_server, db, pg, tmp_path) -> None:
     server = history_server(configured_server, db, start=False)
     pg.stop("fast")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,6 +19,7 @@ from luigi_appliance.history.recorder import HistoryRecorder
 from luigi_appliance.history.runtime import HistoryRuntime
 from luigi_appliance.history.settings import HistorySettings
 from luigi_appliance.history.status import DISABLED_JSON, Counters, HistoryStatus, LossLog
+from luigi_appliance.history.writer import BATCH_LINGER, HistoryWriter
 
 OK = HistoryStatus(backend="postgresql", database="postgresql://luigi_scheduler@db:5432/luigi (sslmode=verify-full)",
                    database_state="ok", last_error=None, queued=3, spool_events=0, spool_bytes=0,
@@ -27,7 +30,7 @@ METRICS_OK = """\
 # HELP luigi_appliance_history_up 1 when the history database takes events and the spool is empty
 # TYPE luigi_appliance_history_up gauge
 luigi_appliance_history_up 1.0
-# HELP luigi_appliance_history_queued_events events in the in-memory queue
+# HELP luigi_appliance_history_queued_events events queued, or held by the writer and not yet stored or spooled
 # TYPE luigi_appliance_history_queued_events gauge
 luigi_appliance_history_queued_events 3.0
 # HELP luigi_appliance_history_spool_events events in the spool waiting for the database
@@ -146,3 +149,70 @@ def test_runtime_offers_its_recorder_for_task_history_impl(tmp_path: Path) -> No
         assert status is not None and status.written == status.emitted == 1 and runtime.healthy()
     finally:
         runtime.close()
+
+
+def _wait(predicate: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def _unaccounted(status: HistoryStatus) -> int:
+    return status.emitted - (status.written + status.spool_events + status.queued + status.dropped
+                             + status.dead_lettered)
+
+
+def test_an_event_the_writer_holds_behind_a_database_lock_still_counts_as_queued(tmp_path: Path) -> None:
+    db = tmp_path / "h.db"
+    runtime = HistoryRuntime(HistorySettings(backend="sqlite", sqlite_path=db), tmp_path)
+    recorder = runtime.task_history
+    assert isinstance(recorder, HistoryRecorder)
+    runtime.start()
+    locker = sqlite3.connect(db, isolation_level=None)
+    try:
+        recorder.task_scheduled(_task("A_1"))
+        _wait(lambda: (st := runtime.status()) is not None and st.written == 1, "the first event written")
+        locker.execute("BEGIN EXCLUSIVE")  # a real lock: the writer's insert waits (statement_timeout 30 s)
+        recorder.task_scheduled(_task("A_2"))
+        _wait(lambda: recorder.queue.qsize() == 0, "the writer taking the event")
+        time.sleep(BATCH_LINGER + 0.3)  # past the linger: the insert waits on the lock
+        status = runtime.status()
+        assert status is not None
+        assert (status.emitted, status.written, status.queued, status.spool_events) == (2, 1, 1, 0)
+        assert _unaccounted(status) == 0
+        locker.execute("ROLLBACK")
+        _wait(lambda: (st := runtime.status()) is not None and st.queued == 0, "the held event stored")
+        status = runtime.status()
+        assert status is not None and status.written == 2 and _unaccounted(status) == 0
+        # queued 0 and spool 0: the database has every event, at once.
+        assert locker.execute("SELECT count(*) FROM task_events").fetchone() == (2,)
+    finally:
+        locker.close()
+        runtime.close()
+
+
+def test_a_batch_an_unexpected_error_leaves_in_no_counter_is_counted_as_dropped(tmp_path: Path, caplog) -> None:
+    # The database is unreachable (no such directory), so the batch goes to the spool, whose
+    # append then fails with an error that is not an OSError: a bug, impossible to cause for
+    # real, hence the one replaced method.
+    settings = HistorySettings(backend="sqlite", sqlite_path=tmp_path / "missing" / "h.db", retry_interval=60)
+    counters = Counters()
+    recorder = HistoryRecorder(10, counters)
+    writer = HistoryWriter(settings, tmp_path, recorder.queue, counters)
+
+    def broken_append(events: list) -> bool:
+        raise RuntimeError("a bug in the spool")
+
+    writer.spool.append = broken_append  # type: ignore[method-assign]
+    writer.start()
+    try:
+        recorder.task_scheduled(_task("A_1"))
+        recorder.task_scheduled(_task("A_2"))
+        _wait(lambda: writer.dropped == 2, "the batch counted as dropped")
+        assert writer.held == 0 and recorder.queue.qsize() == 0
+        assert counters.emitted == 2 and counters.written == counters.spooled == 0
+        assert "TASK HISTORY EVENTS DROPPED" in caplog.text and "writer failed unexpectedly" in caplog.text
+        assert "RuntimeError: a bug in the spool" in caplog.text
+    finally:
+        writer.close()
