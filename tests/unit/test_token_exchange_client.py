@@ -80,9 +80,11 @@ def test_what_is_no_jwt_is_refused_without_showing_it(tmp_path: Path) -> None:
         assert "secret-password" not in str(refused.value)
 
 
+# The programs are run with -S: in the RPM's %check a child with site processing would load the
+# host's .pth hooks, which may patch the buildroot's certifi bundle (the spec refuses that).
 def test_the_command_runs_without_a_shell_and_its_output_is_never_shown(tmp_path: Path) -> None:
     # $HOME, ; and * reach the program as written: no shell expanded them.
-    command = (sys.executable, "-c", f"import sys; assert sys.argv[1:] == ['$HOME;', '*']; print({JWT!r})",
+    command = (sys.executable, "-S", "-c", f"import sys; assert sys.argv[1:] == ['$HOME;', '*']; print({JWT!r})",
                "$HOME;", "*")
     assert SubjectToken(command=command).read() == JWT
     settings = load_client_settings(conf(tmp_path, "auth = oidc-exchange\nsubject_token_command = "
@@ -91,7 +93,7 @@ def test_the_command_runs_without_a_shell_and_its_output_is_never_shown(tmp_path
 
 
 def test_a_failing_command_is_one_line_with_its_error_not_its_output(tmp_path: Path) -> None:
-    failing = (sys.executable, "-c", f"import sys; print({JWT!r}); sys.exit('no token for you today')")
+    failing = (sys.executable, "-S", "-c", f"import sys; print({JWT!r}); sys.exit('no token for you today')")
     with pytest.raises(CredentialsError) as refused:
         SubjectToken(command=failing).read()
     message = str(refused.value)
@@ -99,6 +101,6 @@ def test_a_failing_command_is_one_line_with_its_error_not_its_output(tmp_path: P
     assert JWT not in message
     with pytest.raises(CredentialsError, match="cannot run subject_token_command /no/such/program"):
         SubjectToken(command=("/no/such/program",)).read()
-    slow = (sys.executable, "-c", "import time; time.sleep(30)")
+    slow = (sys.executable, "-S", "-c", "import time; time.sleep(30)")
     with pytest.raises(CredentialsError, match="printed no token within 1s"):
         SubjectToken(command=slow, timeout=1).read()
