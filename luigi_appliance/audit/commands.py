@@ -12,14 +12,15 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from luigi_appliance.errors import ApplianceError
 
 if TYPE_CHECKING:  # verify and export are imported by the commands: building the parser stays cheap
-    from luigi_appliance.audit.verify import Report
+    from luigi_appliance.audit.verify import Entry, Report
 
 EXIT_READER_GONE = 141  # as the shell reports a command SIGPIPE ended
 
@@ -64,12 +65,11 @@ def _public_keys(args: argparse.Namespace, settings: Any | None) -> dict[str, An
     return verifying.load_public_keys([("the configured audit signing key", public_key_pem(settings))])
 
 
-def _verified(args: argparse.Namespace, keep_lines: bool = False) -> Report:
+def _verified(args: argparse.Namespace) -> Report:
     from luigi_appliance.audit import verify as verifying
 
     settings = _settings(args) if not (args.files and args.public_key) else None
-    return verifying.verify(_trail_files(args, settings), _public_keys(args, settings), args.checkpoints,
-                            keep_lines)
+    return verifying.verify(_trail_files(args, settings), _public_keys(args, settings), args.checkpoints)
 
 
 def _failed(exc: ApplianceError) -> int:
@@ -95,8 +95,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if args.format == "json":
             print(json.dumps(report.as_json(), indent=2))
         else:
-            for problem in report.problems:
-                print(problem)
+            for line in report.problem_lines():
+                print(line)
             print(report.summary(), flush=True)
     except BrokenPipeError:
         return _reader_gone()
@@ -111,16 +111,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         since = export.parse_when(args.since, "--since") if args.since else None
         until = export.parse_when(args.until, "--until") if args.until else None
-        report = _verified(args, keep_lines=True)
+        report = _verified(args)
     except ApplianceError as exc:
         return _failed(exc)
     if report.exit_code == EXIT_TAMPERED:
-        for problem in report.problems:
-            print(problem, file=sys.stderr)
+        for line in report.problem_lines():
+            print(line, file=sys.stderr)
         print(f"luigi-appliance: error: the audit trail does not verify ({report.summary()}): nothing exported",
               file=sys.stderr)
         return EXIT_TAMPERED
-    records = export.window(report.records, since, until)
+    exported = _Exported(report.sealed_through)
+    # One record at a time (a window can be the whole trail): window() of each alone.
+    records = exported.count(e for entry in report.records for e in export.window((entry,), since, until))
     write = export.write_csv if args.format == "csv" else export.write_jsonl
     try:
         out = export.open_output(args.output) if args.output else sys.stdout
@@ -131,17 +133,36 @@ def cmd_export(args: argparse.Namespace) -> int:
         out.flush()
     except BrokenPipeError:
         return _reader_gone()
+    except ApplianceError as exc:
+        return _failed(ApplianceError(f"{exc}{f' ({args.output} is incomplete: remove it)' if args.output else ''}"))
     finally:
         if out is not sys.stdout:
             out.close()
-    unsealed = [e for e in records if report.sealed_through is None or e.seq > report.sealed_through]
-    print(f"exported {len(records)} record(s) of {len(report.records)}"
+    print(f"exported {exported.records} record(s) of {len(report.records)}"
           f"{f' to {args.output}' if args.output else ''} ({report.summary()})", file=sys.stderr)
-    if unsealed:
-        print(f"note: {len(unsealed)} of them (from seq {unsealed[0].seq}) come after the last checkpoint: "
-              "not sealed by a signature yet", file=sys.stderr)
+    if exported.unsealed:
+        print(f"note: {exported.unsealed} of them (from seq {exported.first_unsealed}) come after the last "
+              "checkpoint: not sealed by a signature yet", file=sys.stderr)
         return EXIT_UNSEALED
     return EXIT_INTACT
+
+
+@dataclass
+class _Exported:
+    """What an export wrote, counted as it goes: how many, and how many after the last checkpoint."""
+
+    sealed_through: int | None
+    records: int = 0
+    unsealed: int = 0
+    first_unsealed: int | None = None
+
+    def count(self, records: Iterable[Entry]) -> Iterator[Entry]:
+        for entry in records:
+            self.records += 1
+            if self.sealed_through is None or entry.seq > self.sealed_through:
+                self.unsealed += 1
+                self.first_unsealed = entry.seq if self.first_unsealed is None else self.first_unsealed
+            yield entry
 
 
 def cmd_public_key(args: argparse.Namespace) -> int:
