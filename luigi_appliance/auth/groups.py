@@ -9,24 +9,28 @@ no group (``families_for`` with no groups). The guard and the scheduler check th
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterable
 
 from luigi_appliance.auth import Role
 from luigi_appliance.auth.settings import AuthSettings
 
 
-def families_for(role: Role | None, groups: frozenset[str], auth: AuthSettings) -> tuple[str, ...] | None:
-    """The task-family patterns of a principal with ``role`` in ``groups``.
+def allowlist(role: Role | None, rules_configured: bool, patterns: Iterable[str]) -> tuple[str, ...] | None:
+    """The task-family allowlist of a principal with ``role`` whose matching rules give ``patterns``.
 
-    Unrestricted (None) when [families] is empty or the role is operator or above; otherwise
-    exactly the groups' patterns, possibly none (fail closed: a local worker account, which has
-    no groups, gets none once [families] is used).
+    Unrestricted (None) when no family rules are configured or the role is operator or above;
+    otherwise exactly those patterns, possibly none (fail closed). The one rule of every backend:
+    directory groups here, OIDC claims in auth/oidc/claims.py.
     """
-    if not auth.families or (role is not None and role >= Role.OPERATOR):
+    if not rules_configured or (role is not None and role >= Role.OPERATOR):
         return None
-    patterns: list[str] = []
-    for group in sorted(groups):
-        patterns.extend(auth.families.get(group, ()))
     return tuple(dict.fromkeys(patterns))
+
+
+def families_for(role: Role | None, groups: frozenset[str], auth: AuthSettings) -> tuple[str, ...] | None:
+    """The task-family patterns of a principal with ``role`` in ``groups`` (``allowlist`` over
+    [families]: a local worker account, which has no groups, gets none once [families] is used)."""
+    return allowlist(role, bool(auth.families), (p for group in sorted(groups) for p in auth.families.get(group, ())))
 
 
 def roles_and_families(groups: frozenset[str], auth: AuthSettings) -> tuple[Role | None, tuple[str, ...] | None]:

@@ -203,13 +203,13 @@ class SessionAuthenticator:
         return None if session is None else (session_id, session)
 
     async def authenticate(self, request: HTTPServerRequest) -> Principal | None:
-        if self.session_id(request) is None:
+        session_id = self.session_id(request)
+        if session_id is None:
             return None
-        found = self.lookup(request)
-        if found is None:
+        session = self.store.get(session_id)
+        if session is None:
             self._outcomes.auth_failed(SESSION, Reason.INVALID_SESSION)
             return None
-        session_id, session = found
         if session.external is not None and session.external.renewal_due():
             renewed = await session.external.renew()
             if renewed is None:

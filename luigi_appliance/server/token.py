@@ -134,8 +134,7 @@ class TokenHandler(GuardMixin):
             self._exchange_error(exc)
             return
         principal = verified.principal
-        lifetime = _lifetime(verified.claims, self._tokens.ttl)
-        issued = self._tokens.issue(principal, ttl=lifetime)
+        issued = self._tokens.issue(principal, ttl=_subject_lifetime(verified.claims))
         if self.guard.metrics is not None:
             self.guard.metrics.auth_succeeded(principal.backend)
         self._count_issued(principal)
@@ -191,7 +190,7 @@ class TokenHandler(GuardMixin):
         log.warning("Refused a token exchange from %s (%s, issuer claimed %r): %s", source, exc.reason,
                     claimed, exc)
         if self.guard.metrics is not None:
-            self.guard.metrics.auth_failed(OIDC_OUTCOME, _reason(exc.reason))
+            self.guard.metrics.auth_failed(OIDC_OUTCOME, Reason.of_refusal(exc.reason))
         if self.guard.audit is not None:
             outcome = "unavailable" if exc.reason is Refusal.ISSUER_UNAVAILABLE else "refused"
             self.guard.audit.record("token_exchange", principal=None, source=source, outcome=outcome,
@@ -224,13 +223,14 @@ class TokenHandler(GuardMixin):
         self._answer({"error": exc.error, "error_description": exc.description})
 
 
-def _lifetime(claims: Mapping[str, Any], ttl: float) -> float:
-    """Our token lives no longer than ``[tokens] ttl`` nor than the subject token: what the issuer
-    vouched for ends with it. At least a second, for a token accepted within the clock skew."""
+def _subject_lifetime(claims: Mapping[str, Any]) -> float | None:
+    """How long the subject token still lives (our token ends with it: what the issuer vouched
+    for ends there; TokenService.issue also bounds it by [tokens] ttl). At least a second, for a
+    token accepted within the clock skew; None without an exp."""
     exp = claims.get("exp")
     if not isinstance(exp, int | float) or isinstance(exp, bool):
-        return ttl
-    return max(1.0, min(ttl, exp - time.time()))
+        return None
+    return max(1.0, exp - time.time())
 
 
 def _claim(claims: Mapping[str, Any], name: str) -> str | None:
@@ -251,11 +251,6 @@ def _claimed_issuer(token: str) -> str | None:
         return None
     issuer = claims.get("iss") if isinstance(claims, dict) else None
     return issuer[:_CLAIMED_MAX] if isinstance(issuer, str) else None
-
-
-def _reason(refusal: Refusal) -> Reason:
-    """The metrics' reason class of a refusal (auth/outcomes.py declares one per Refusal)."""
-    return Reason.of_refusal(refusal)
 
 
 def routes(bearer: BearerAuthenticator | None, oidc: OidcVerifier | None = None) -> list[tuple[str, type, dict]]:

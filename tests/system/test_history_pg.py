@@ -158,14 +158,15 @@ def test_database_stopped_mid_run_loses_nothing(configured_server, db, pg, tmp_p
     assert requests.get(f"{server.url}/healthz", verify=str(server.ca_file), timeout=5).text == "ok\n"
 
 
+def add_load_task(server, task_id: str, task_status: str) -> None:
+    resp = server.rpc("add_task", worker="w1", task_id=task_id, family="Load", status=task_status, params={})
+    assert resp.status_code == 200, resp.text
+
+
 def test_a_write_held_past_statement_timeout_is_spooled_and_lands_once(configured_server, db) -> None:
     server = history_server(configured_server, db, extra="statement_timeout = 1s")
 
-    def add_task(task_id: str, task_status: str) -> None:
-        resp = server.rpc("add_task", worker="w1", task_id=task_id, family="Load", status=task_status, params={})
-        assert resp.status_code == 200, resp.text
-
-    add_task("Load_a", "PENDING")
+    add_load_task(server, "Load_a", "PENDING")
     wait_for(lambda: status(server)["written"] == 1, "the first event written")
     with db.cluster.connect(db.name) as conn, conn.cursor() as cur:
         # Another session holds the task's row: the writer's next insert (its foreign key check)
@@ -173,8 +174,8 @@ def test_a_write_held_past_statement_timeout_is_spooled_and_lands_once(configure
         # events wait in the spool and reach the database only once the lock goes.
         cur.execute("BEGIN")
         cur.execute("SELECT id FROM tasks WHERE task_id = 'Load_a' FOR UPDATE")
-        add_task("Load_a", "DONE")
-        add_task("Load_b", "PENDING")
+        add_load_task(server, "Load_a", "DONE")
+        add_load_task(server, "Load_b", "PENDING")
         wait_for(lambda: status(server)["spool_events"] == 2, "the held events spooled")
         wait_for(lambda: "canceling statement due to statement timeout" in server.log(), "the statement cancelled")
         assert event_count(db) == 1
@@ -197,17 +198,13 @@ def test_a_batch_waiting_on_a_row_lock_is_counted_as_queued_until_committed(conf
     # statement_timeout well past the lock: the batch stays in the writer, not in the spool.
     server = history_server(configured_server, db, extra="statement_timeout = 60s")
 
-    def add_task(task_id: str, task_status: str) -> None:
-        resp = server.rpc("add_task", worker="w1", task_id=task_id, family="Load", status=task_status, params={})
-        assert resp.status_code == 200, resp.text
-
-    add_task("Load_a", "PENDING")
+    add_load_task(server, "Load_a", "PENDING")
     wait_for(lambda: status(server)["written"] == 1, "the first event written")
     with db.cluster.connect(db.name) as conn, conn.cursor() as cur:
         cur.execute("BEGIN")
         cur.execute("SELECT id FROM tasks WHERE task_id = 'Load_a' FOR UPDATE")
-        add_task("Load_a", "DONE")
-        add_task("Load_b", "PENDING")
+        add_load_task(server, "Load_a", "DONE")
+        add_load_task(server, "Load_b", "PENDING")
         # The writer's statement really waits on the lock (seen by the database), so the two
         # events are off the queue and in no counter: the status must still show them.
         wait_for(lambda: db.query("SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND "

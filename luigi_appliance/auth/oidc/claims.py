@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from luigi_appliance.auth import Role
+from luigi_appliance.auth.groups import allowlist
 from luigi_appliance.auth.names import name_problem
 from luigi_appliance.auth.settings import parse_globs
 
@@ -191,5 +192,4 @@ def grant(issuer: str, claims: Mapping[str, Any], groups: frozenset[str], roles:
             patterns.extend(family_rule.patterns)
             matched.append((f"families: {family_rule}", why))
     role = max(granted) if granted else None
-    unrestricted = not families or (role is not None and role >= Role.OPERATOR)
-    return Grant(role, None if unrestricted else tuple(dict.fromkeys(patterns)), tuple(matched))
+    return Grant(role, allowlist(role, bool(families), patterns), tuple(matched))
