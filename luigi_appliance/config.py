@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from luigi_appliance.approvals.settings import APPROVAL, APPROVALS, ApprovalPolicy
 from luigi_appliance.audit.settings import AUDIT, AuditSettings
 from luigi_appliance.auth.certificate_settings import CLIENT_CERTIFICATES, ClientCertificateSettings
 from luigi_appliance.auth.ldap_settings import LDAP, LdapSettings
@@ -33,12 +34,12 @@ from luigi_appliance.state_settings import STATE, StateSettings
 
 # Cross-checks run in this order too, after every section is loaded.
 SECTIONS: tuple[Section[Any], ...] = (SERVER, TLS, STATE, AUTH, LDAP, TOKENS, AUDIT, SECRETS, LOGGING, SESSION,
-                                      HISTORY, CLIENT_CERTIFICATES)
+                                      HISTORY, CLIENT_CERTIFICATES, APPROVALS)
 # Sections whose keys are not declared: luigi's scheduler options (checked against luigi's own
 # parameters), resource limits (any name, a non-negative integer each) and the directory groups.
 FREEFORM_SECTIONS = ("scheduler", "resources", *GROUP_SECTIONS)
-# Sections [PREFIX.NAME] with the user's NAMEs: OpenID Connect issuers.
-SECTION_FAMILIES: tuple[SectionFamily[Any], ...] = (OIDC,)
+# Sections [PREFIX.NAME] with the user's NAMEs: OpenID Connect issuers, approval rules.
+SECTION_FAMILIES: tuple[SectionFamily[Any], ...] = (OIDC, APPROVAL)
 
 
 @dataclass(frozen=True)
@@ -64,13 +65,15 @@ class Settings:
     client_certificates: ClientCertificateSettings = field(default_factory=ClientCertificateSettings)
     # [oidc.NAME] NAME -> its settings, in the order of the files.
     oidc: dict[str, OidcIssuerSettings] = field(default_factory=dict)
+    # [approvals] and the [approval.NAME] rules.
+    approvals: ApprovalPolicy = field(default_factory=ApprovalPolicy)
 
 
 def render_effective(settings: Settings) -> str:
     """The effective configuration as INI text that loads back to the same settings: a value
     from a file under a comment naming its origin; a default, and a secret given as an ``enc:``
     value (redacted), as a comment line of its own."""
-    members = [f"oidc.{name}" for name in settings.oidc]
+    members = [f"oidc.{name}" for name in settings.oidc] + [f"approval.{name}" for name in settings.approvals.rules]
     inline_secrets = {(s.name, k.name) for s in SECTIONS for k in s.keys if k.secret}
     inline_secrets |= {(m, k.name) for m in members for k in OIDC.keys if k.secret}
     lines: list[str] = []

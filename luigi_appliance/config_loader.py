@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from luigi_appliance.approvals.settings import APPROVAL, APPROVALS, ApprovalPolicy
 from luigi_appliance.auth import registry
 from luigi_appliance.auth.oidc.settings import OIDC
 from luigi_appliance.auth.settings import AUTH, load_groups
@@ -112,12 +113,13 @@ def load_settings(paths: list[Path], *, check_files: bool = True, for_serve: boo
     if issues:
         raise _config_error(doc, issues)
     # Each section's dataclass is the Settings field of its name; [secrets] gives only its key file.
-    built = {s.name: s.build(loader) for s in SECTIONS if s.name not in ("auth", "secrets")}
+    built = {s.name: s.build(loader) for s in SECTIONS if s.name not in ("auth", "secrets", "approvals")}
     settings = Settings(
         **built,
         auth=AUTH.build(loader, roles=roles, families=families),
         secrets_key_file=SECRETS.build(loader).key_file,
         oidc=OIDC.build(loader),
+        approvals=ApprovalPolicy(APPROVALS.build(loader), APPROVAL.build(loader)),
         scheduler=scheduler,
         resources=resources,
         files=doc.files,

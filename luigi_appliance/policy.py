@@ -14,10 +14,12 @@ from luigi_appliance.auth import Role
 
 @dataclass(frozen=True)
 class MethodRule:
-    """``mutates``: changes scheduler state, so POST only (a GET is refused with 405)."""
+    """``mutates``: changes scheduler state, so POST only (a GET is refused with 405).
+    ``fresh``: the caller must have just proved who they are (server/fresh_login.py)."""
 
     mutates: bool
     role: Role
+    fresh: bool = False
 
 
 def _read(role: Role = Role.VIEWER) -> MethodRule:
@@ -29,7 +31,7 @@ def _write(role: Role) -> MethodRule:
 
 
 # RPC methods the appliance serves on top of luigi's (luigi's own RPCHandler does not know them).
-APPLIANCE_RPC_METHODS = frozenset({"add_tasks"})
+APPLIANCE_RPC_METHODS = frozenset({"add_tasks", "approvals_list", "approval_show", "approve", "deny"})
 
 RPC_METHODS: dict[str, MethodRule] = {
     # Reads, used by the visualiser and by workers.
@@ -78,6 +80,13 @@ RPC_METHODS: dict[str, MethodRule] = {
     "update_resources": _write(Role.OPERATOR),
     # Drops done and stale tasks at once; the server already runs it every minute.
     "prune": _write(Role.ADMIN),
+    # Approval gates (server/approvals_api.py). Anyone signed in may look; who may decide is the
+    # request's own rule (its approvers, never the requester), so the role here is the lowest
+    # that sees tasks, and the login must be fresh: a stored token cannot approve anything.
+    "approvals_list": _read(),
+    "approval_show": _read(),
+    "approve": MethodRule(mutates=True, role=Role.VIEWER, fresh=True),
+    "deny": MethodRule(mutates=True, role=Role.VIEWER, fresh=True),
 }
 
 
@@ -98,6 +107,13 @@ ROUTES: dict[str, RouteRule] = {
     "/api/(.*)$": RouteRule(Role.VIEWER, frozenset({"GET", "POST"}), api=True),
     # add_tasks, matched before luigi's /api/(.*): its handler applies RPC_METHODS' rule itself.
     "/api/add_tasks$": RouteRule(Role.VIEWER, frozenset({"POST"})),
+    # The approval RPCs, also before /api/(.*): their handler applies RPC_METHODS' rules itself.
+    "/api/(approvals_list|approval_show|approve|deny)$": RouteRule(Role.VIEWER, frozenset({"GET", "POST"})),
+    # The approvals pages (server/approvals_page.py): the list, one request, and its decision
+    # form (CSRF-checked, fresh login, the request's own rule decides who may).
+    "/approvals$": RouteRule(Role.VIEWER, _READ_ONLY),
+    "/approvals/(apr-[0-9a-f]+)$": RouteRule(Role.VIEWER, _READ_ONLY),
+    "/approvals/(apr-[0-9a-f]+)/decision$": RouteRule(Role.VIEWER, frozenset({"POST"})),
     "/$": RouteRule(Role.VIEWER, _READ_ONLY),
     "/tasklist$": RouteRule(Role.VIEWER, _READ_ONLY),
     "/tasklist/(.*?)$": RouteRule(Role.VIEWER, _READ_ONLY),

@@ -155,6 +155,8 @@ class Snapshot:
     generation: int
     luigi_state: Any  # luigi's SimpleTaskState.get_state() tuple
     worker_bindings: dict[str, str]
+    # The approval requests (approvals/book.py export); None in snapshots from before approvals.
+    approvals: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -165,8 +167,14 @@ class EncodedSnapshot:
 
 def capture(scheduler: Any, worker_bindings: dict[str, str], generation: int) -> dict[str, Any]:
     """The payload of a snapshot: luigi's state as its own dump() would pickle it, and ours."""
-    return {"format": PAYLOAD_FORMAT, "generation": generation,
-            "luigi": luigi_state(scheduler), "worker_bindings": worker_bindings}
+    payload = {"format": PAYLOAD_FORMAT, "generation": generation,
+               "luigi": luigi_state(scheduler), "worker_bindings": worker_bindings}
+    # In the same payload as the tasks: a restore never has a held task without its request.
+    export = getattr(scheduler, "export_approvals", None)
+    approvals = export() if export is not None else None
+    if approvals is not None:
+        payload["approvals"] = approvals
+    return payload
 
 
 def decode(payload: Any) -> Snapshot | str:
@@ -180,11 +188,22 @@ def decode(payload: Any) -> Snapshot | str:
     generation, luigi_state, bindings = payload.get("generation"), payload.get("luigi"), payload.get("worker_bindings")
     if not isinstance(generation, int) or not isinstance(luigi_state, tuple) or not isinstance(bindings, dict):
         return "signed snapshot payload is incomplete"
-    return Snapshot(generation, luigi_state, bindings)
+    approvals = payload.get("approvals")
+    if approvals is not None and not isinstance(approvals, dict):
+        return "signed snapshot's approval requests are not readable"
+    return Snapshot(generation, luigi_state, bindings, approvals)
 
 
 def restore(scheduler: Any, snapshot: Snapshot) -> None:
     """Install luigi's state the way its SimpleTaskState.load() does, minus the unpickling."""
+    load_approvals = getattr(scheduler, "load_approvals", None)
+    if load_approvals is not None:
+        try:
+            load_approvals(snapshot.approvals)
+        except ValueError as exc:
+            # Starting without them would let every task that waits for approval run: refuse.
+            raise StateError(f"cannot restore the approval requests of the state snapshot: {exc}. The "
+                             "snapshot was left as it is; see docs/approvals.md") from None
     size = install_state(scheduler, snapshot.luigi_state)
     log.info("Restored %d tasks, %d workers and %d worker bindings from the signed snapshot (generation %d)",
              size.tasks, size.workers, len(snapshot.worker_bindings), snapshot.generation)

@@ -109,6 +109,10 @@ class SessionStore:
     def __len__(self) -> int:
         return len(self._sessions)
 
+    def now(self) -> float:
+        """The store's clock, the one ``Session.created`` is on."""
+        return self._clock()
+
     def create(self, principal: Principal, *, lifetime: float | None = None,
                external: ExternalLogin | None = None) -> tuple[str, Session]:
         """A new session with a new random id (never one the client chose or had before), ending

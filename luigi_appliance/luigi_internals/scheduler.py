@@ -439,6 +439,14 @@ class LuigiScheduler(luigi.scheduler.Scheduler):
         """This scheduler's record of ``task_id``, or None."""
         return task_record(self, task_id)
 
+    def _update_task_history(self, task: Any, status: str, host: Any = None) -> None:
+        # luigi reports every status change of a task here (add_task, get_work, forgive, mark done).
+        super()._update_task_history(task, status, host=host)
+        self.status_reported(task, status)
+
+    def status_reported(self, task: Any, status: str) -> None:
+        """``task`` just changed to ``status`` by one of luigi's RPCs (as its task history hears it)."""
+
     def record_status(self, task: Any, status: str) -> None:
         """Set ``task``'s status as luigi's own RPCs do: also reported to the task history."""
         self._state.set_status(task, status, self._config)

@@ -6,14 +6,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from luigi_appliance.scheduler.approval_gate import ApprovalGated
 from luigi_appliance.scheduler.cycles import CycleFailing
 from luigi_appliance.scheduler.families import FamilyScoped
 from luigi_appliance.scheduler.work import IndexedScheduler
 
 
-class Scheduler(CycleFailing, FamilyScoped, IndexedScheduler):
+class Scheduler(CycleFailing, ApprovalGated, FamilyScoped, IndexedScheduler):
     """luigi's Scheduler that fails tasks caught in a dependency cycle, with the cycle as reason
-    (cycles.py), hands out work only by the caller's families (families.py), and answers get_work
+    (cycles.py), keeps tasks that await approval from get_work (approval_gate.py), hands out work
+    only by the caller's families (families.py), and answers get_work
     and count_pending from incrementally kept indexes (work.py, index.py).
 
     ``get_work_timer``, when given, is told how many seconds each get_work took in here: the

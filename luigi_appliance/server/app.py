@@ -18,7 +18,19 @@ from luigi_appliance.errors import ApplianceError
 from luigi_appliance.luigi_internals.server import luigi_app, route_pattern
 from luigi_appliance.metrics import handler as metrics_handler
 from luigi_appliance.metrics.registry import SchedulerMetrics
-from luigi_appliance.server import add_tasks, login, oidc_login, task_failures, token, unlock, visualiser, workers
+from luigi_appliance.server import (
+    add_tasks,
+    approvals_api,
+    approvals_page,
+    fresh_login,
+    login,
+    oidc_login,
+    task_failures,
+    token,
+    unlock,
+    visualiser,
+    workers,
+)
 from luigi_appliance.server.client_address import ClientAddresses
 from luigi_appliance.server.guard import GuardContext, HealthHandler, NotFoundHandler, guarded
 from luigi_appliance.server.page_header import SETTING as PAGE_HEADER
@@ -43,11 +55,13 @@ def build_app(scheduler: Any, authenticators: list[Any], *, tls: bool, hsts_max_
               client_addresses: ClientAddresses | None = None,
               banner: Banner | None = None,
               metrics: SchedulerMetrics | None = None,
-              oidc: OidcVerifier | None = None) -> tornado.web.Application:
+              oidc: OidcVerifier | None = None,
+              fresh_login_window: float = 900.0) -> tornado.web.Application:
     """Luigi's Tornado app with every route guarded. Fails if luigi has a route we do not classify.
 
     With ``metrics``, /metrics serves its registry (instead of luigi's collector) and the guard
-    counts and times every RPC in it."""
+    counts and times every RPC in it. ``fresh_login_window``: how old a browser login may be to
+    decide an approval ([approvals] fresh_login)."""
     stock = luigi_app(scheduler)
     # The credential schemes bring their routes: browser login (/login, /logout) with the session
     # scheme, the token exchange (/auth/token) with the bearer scheme.
@@ -57,7 +71,8 @@ def build_app(scheduler: Any, authenticators: list[Any], *, tls: bool, hsts_max_
     csp, own_routes = visualiser.routes()
     own_routes = [*own_routes, *login.routes(pages), *oidc_login.routes(pages, oidc),
                   *token.routes(scheme_of(authenticators, BearerAuthenticator), oidc),
-                  *workers.routes(), *add_tasks.routes(), *unlock.routes(authenticators),
+                  *workers.routes(), *add_tasks.routes(), *approvals_api.routes(), *approvals_page.routes(),
+                  *unlock.routes(authenticators),
                   *metrics_handler.routes(metrics.registry if metrics is not None else None)]
     front = [(pattern, guarded(handler, rule_for(pattern + "$")), kwargs) for pattern, handler, kwargs in own_routes]
     front.append((r"/healthz", guarded(HealthHandler, rule_for("/healthz$")), {"checks": list(health_checks or [])}))
@@ -74,7 +89,8 @@ def build_app(scheduler: Any, authenticators: list[Any], *, tls: bool, hsts_max_
                                      client_addresses or ClientAddresses(), metrics),
         serve_traceback=False,
         # What the HTML pages show around their content (server/page_header.py, task_failures.py).
-        **{PAGE_HEADER: PageHeader(banner, sessions), task_failures.SETTING: task_failures.lookup_for(scheduler)},
+        **{PAGE_HEADER: PageHeader(banner, sessions), task_failures.SETTING: task_failures.lookup_for(scheduler),
+           fresh_login.SETTING: fresh_login_window},
         debug=False,
     )
     app = tornado.web.Application(handlers, **settings)

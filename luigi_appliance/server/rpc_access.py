@@ -4,6 +4,8 @@
 * Task families and task-scoped methods, by the scheduler's own record of the task
   (task_access.py): a principal acts only on the families its patterns allow, whatever family it
   declares, and only on the tasks its workers run or added.
+* Approvals: a task that awaits approval may not be reported running or finished
+  (scheduler/approval_gate.py holds it back from get_work and opens the requests).
 * Worker binding: a worker id belongs to the principal that first used it; another principal
   sending worker RPCs under that id is refused, so one account cannot act as another's worker
   (take its tasks with get_work, report them done with add_task, keep it alive with ping).
@@ -55,6 +57,9 @@ class RpcAccess:
                       or task_access.runner_refusal(principal, method, arguments, task, self.bindings.owner))
             if reason is not None:
                 return reason
+            reason = self._approval_refusal(principal, method, arguments)
+            if reason is not None:
+                return reason
         worker = arguments.get("worker")
         if rule.role == Role.WORKER and isinstance(worker, str):
             return self.bindings.claim(worker, principal.name)
@@ -75,8 +80,17 @@ class RpcAccess:
         refused = task_access.batch_family_refusal(principal, tasks, family_of)
         if refused is not None:
             return refused
+        for index, task in enumerate(tasks):
+            held = self._approval_refusal(principal, "add_task", task)
+            if held is not None:
+                return index, held
         reason = self.bindings.claim(worker, principal.name)
         return None if reason is None else (None, reason)
+
+    def _approval_refusal(self, principal: Principal, method: str, arguments: dict[str, Any]) -> str | None:
+        """A task that awaits approval may not be reported as running or finished (scheduler/approval_gate.py)."""
+        check = getattr(self.scheduler, "approval_refusal", None)
+        return check(principal, method, arguments) if check is not None else None
 
     def _task(self, method: str, arguments: dict[str, Any]) -> Any | None:
         return task_access.recorded_task(self.scheduler, arguments.get(task_access.TASK_ARGUMENT.get(method, "")))

@@ -26,6 +26,8 @@ import tornado.web
 from tornado.ioloop import PeriodicCallback
 
 from luigi_appliance import state, systemd
+from luigi_appliance.approvals.notify import NotifyCommand
+from luigi_appliance.approvals.rules import ApprovalRules
 from luigi_appliance.audit.signing import open_audit_log
 from luigi_appliance.auth.basic import password_authenticator
 from luigi_appliance.auth.oidc.issuers import issuers_for
@@ -37,6 +39,7 @@ from luigi_appliance.luigi_internals.scheduler import is_live_worker, prometheus
 from luigi_appliance.metrics.collectors import Sources, collectors
 from luigi_appliance.metrics.registry import SchedulerMetrics
 from luigi_appliance.scheduler import Scheduler
+from luigi_appliance.scheduler.approval_gate import Approvals
 from luigi_appliance.server.app import build_app
 from luigi_appliance.server.certificate import ServerCertificate
 from luigi_appliance.server.client_address import ClientAddresses
@@ -72,8 +75,10 @@ def _make_scheduler(settings: Settings, history: HistoryRuntime, metrics: Schedu
     task_history = history.task_history
     cfg = luigi.scheduler.scheduler(**{**settings.scheduler, "state_path": os.devnull,
                                        "record_task_history": task_history is not None})
+    # Approval gates ([approval.NAME], [approvals] propose_only): none configured, none applied.
+    gates = Approvals(ApprovalRules(settings.approvals)) if settings.approvals.enabled else None
     return Scheduler(config=cfg, resources=dict(settings.resources), task_history_impl=task_history,
-                     get_work_timer=metrics.get_work_timed)
+                     get_work_timer=metrics.get_work_timed, approvals=gates)
 
 
 def _bind(settings: Settings) -> list[socket.socket]:
@@ -176,6 +181,8 @@ class _Server:
             self.bindings.load(restored.worker_bindings)
         self.audit = open_audit_log(settings)
         self.components.add(Hooks("audit", on_close=self.audit.close))  # closed last: the others may still audit
+        if self.scheduler.approvals is not None:
+            self._wire_approvals(self.scheduler.approvals)
         # Names and passwords, checked by the [auth] backends (auth/registry.py) in their order.
         self.authenticator = password_authenticator(settings, self.audit, self.metrics)
         self.components.add(Hooks("passwords", on_close=self.authenticator.close))
@@ -211,9 +218,19 @@ class _Server:
                              history_routes=self.history.routes(),
                              rpc_access=RpcAccess(self.audit, self.bindings),
                              client_addresses=ClientAddresses(settings.server.trusted_proxies),
-                             banner=banner_of(settings.server), metrics=self.metrics, oidc=self.oidc)
+                             banner=banner_of(settings.server), metrics=self.metrics, oidc=self.oidc,
+                             fresh_login_window=settings.approvals.settings.fresh_login)
         self.components.add(_Listener(settings, self.app, self.tls, sockets))
         self.stopping = asyncio.Event()
+
+    def _wire_approvals(self, approvals: Approvals) -> None:
+        """Approval events to the audit trail, and new requests to [approvals] notify_command."""
+        approvals.events.audit = self.audit
+        command = self.settings.approvals.settings.notify_command
+        if command is not None:
+            notifier = NotifyCommand(command, self.settings.approvals.settings.notify_timeout)
+            approvals.events.notifier = notifier
+            self.components.add(Hooks("approval notifications", on_close=notifier.close))
 
     def reload(self) -> None:
         """SIGHUP: re-read users and the TLS certificate; scheduler state is untouched."""

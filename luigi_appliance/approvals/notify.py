@@ -1,0 +1,56 @@
+"""``[approvals] notify_command``: a program run for each new request, off the scheduler's loop.
+
+The request goes to its standard input as one JSON object (``as_dict`` of the request plus
+``url``, the request's page when ``[server] public_url`` is known); the program's exit status and
+output are logged, never waited for by the scheduler. No shell, no secrets in its arguments: a
+chat webhook URL belongs in a file the program reads (docs/approvals.md has an example).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+from luigi_appliance.approvals.book import ApprovalRequest
+
+log = logging.getLogger(__name__)
+
+
+class NotifyCommand:
+    """Runs ``argv`` once per new request, one at a time, in a thread of its own."""
+
+    def __init__(self, argv: tuple[str, ...], timeout: float, page_url: str | None = None):
+        self.argv = argv
+        self.timeout = timeout
+        self.page_url = page_url
+        self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="approval-notify")
+
+    def request_opened(self, request: ApprovalRequest) -> None:
+        data = request.as_dict()
+        if self.page_url:
+            data["url"] = f"{self.page_url.rstrip('/')}/approvals/{request.id}"
+        self._runner.submit(self._run, request.id, json.dumps(data, sort_keys=True).encode())
+
+    def _run(self, request_id: str, payload: bytes) -> None:
+        try:
+            done = subprocess.run(self.argv, input=payload, capture_output=True, timeout=self.timeout,
+                                  check=False, env={"PATH": "/usr/bin:/bin", "LUIGI_APPLIANCE_REQUEST": request_id})
+        except subprocess.TimeoutExpired:
+            log.warning("Approval notification for %s: %s did not finish within %.0fs and was killed",
+                        request_id, self.argv[0], self.timeout)
+            return
+        except OSError as exc:
+            log.warning("Approval notification for %s: cannot run %s: %s", request_id, self.argv[0], exc.strerror)
+            return
+        if done.returncode != 0:
+            tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+            log.warning("Approval notification for %s: %s exited with %d: %s", request_id, self.argv[0],
+                        done.returncode, tail[0][:500])
+        else:
+            log.info("Approval notification for %s sent by %s", request_id, self.argv[0])
+
+    def close(self) -> None:
+        """Wait for the notifications already started (at shutdown)."""
+        self._runner.shutdown(wait=True)

@@ -1,0 +1,294 @@
+"""Approval gates in the scheduler itself: a gated task is kept PENDING and never handed out by
+get_work until its request is approved (luigi_appliance/approvals/ has the rules and records).
+
+Decided by the scheduler's record and the verified caller (auth/context.py), never by what the
+client says: the family is the recorded one when the task is known, the principal's kind comes
+from its identity. Whatever path a task arrives by (add_task, add_tasks, luigi's RPC handler),
+it passes through ``add_task`` here. A gated operator action (forgive_failures, re_enable_task,
+mark_as_done) becomes a request and is applied when approved. Denied and expired requests fail
+their task with the reason as its error. Outside a request (the scheduler's own calls, luigi's
+tests) nothing is gated.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable
+from typing import Any
+
+from luigi.task_status import BATCH_RUNNING, DISABLED, DONE, FAILED, PENDING, RUNNING, UNKNOWN
+
+from luigi_appliance.approvals.book import APPROVED, ApprovalBook, ApprovalRefused, ApprovalRequest
+from luigi_appliance.approvals.events import ApprovalEvents
+from luigi_appliance.approvals.rules import ApprovalRules
+from luigi_appliance.auth import Principal
+from luigi_appliance.auth.context import current_caller
+from luigi_appliance.luigi_internals.scheduler import LuigiScheduler
+
+_ADD_TASK = inspect.signature(LuigiScheduler.add_task)
+# What each gated operator action changes: only a task in these states (luigi's own conditions).
+ACTION_APPLIES = {
+    "forgive_failures": frozenset({FAILED}),
+    "re_enable_task": frozenset({DISABLED}),
+    "mark_as_done": frozenset({RUNNING, FAILED, DISABLED}),
+}
+
+
+class Approvals:
+    """The gates of one scheduler: rules, the request book and where events go."""
+
+    def __init__(self, rules: ApprovalRules, events: ApprovalEvents | None = None,
+                 clock: Callable[[], float] = time.time):
+        self.rules = rules
+        self.book = ApprovalBook()
+        self.events = events or ApprovalEvents()
+        self.clock = clock
+
+
+class ApprovalGated(LuigiScheduler):
+    """A scheduler whose tasks may wait for approval (``approvals``; None: no gate at all)."""
+
+    def __init__(self, *args: Any, approvals: Approvals | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.approvals = approvals
+        self._approval_deadline: float | None = None
+
+    # -- get_work -----------------------------------------------------------------------------
+
+    def may_schedule(self, task: Any) -> bool:
+        return super().may_schedule(task) and (self.approvals is None or not self.approvals.book.holds(task.id))
+
+    def get_work(self, *args: Any, **kwargs: Any) -> Any:
+        self.expire_due()
+        return super().get_work(*args, **kwargs)
+
+    def prune(self) -> None:
+        self.expire_due()
+        super().prune()
+        if self.approvals is not None:
+            self._end_orphans()
+
+    def _end_orphans(self) -> None:
+        """A pending request whose task luigi removed (no worker wants it any more) expires:
+        approving it later could release nothing, and a new submission is a new request."""
+        assert self.approvals is not None
+        now = self.approvals.clock()
+        for request in self.approvals.book.requests("pending"):
+            if request.action == "add_task" and self.task_record(request.task_id) is None:
+                self.approvals.book.expire(request, now)
+                request.reason = "the task was removed from the scheduler before a decision (no worker wanted it)"
+                self.approvals.events.emit("expired", request, principal=None, comment=request.reason)
+        self._approval_deadline = self.approvals.book.next_deadline()
+
+    # -- submissions --------------------------------------------------------------------------
+
+    def add_task(self, *args: Any, **kwargs: Any) -> Any:
+        caller = current_caller.get()
+        if self.approvals is None or caller is None:
+            return super().add_task(*args, **kwargs)
+        call = _ADD_TASK.bind(self, *args, **kwargs)
+        call.apply_defaults()
+        task_id, status = call.arguments["task_id"], call.arguments["status"]
+        before = self.task_record(task_id) if isinstance(task_id, str) else None
+        gate = None
+        if status == PENDING and self._new_run(task_id, before):
+            family = before.family if before is not None and before.family else call.arguments["family"] or ""
+            params = call.arguments["params"] or {}
+            gate = self.approvals.rules.gate(caller.principal, "add_task", family, _text_params(params))
+        result = super().add_task(*args, **kwargs)
+        task = self.task_record(task_id) if isinstance(task_id, str) else None
+        if gate is not None and task is not None and task.status == PENDING:
+            request = self.approvals.book.open(
+                task_id=task_id, family=task.family or "", params=dict(task.public_params), action="add_task",
+                requester=caller.principal, kind=self.approvals.rules.kind(caller.principal),
+                requirements=gate.requirements, now=self.approvals.clock(), request_expiry=gate.request_expiry,
+                approval_expiry=gate.approval_expiry)
+            self._changed(request)
+            self.approvals.events.emit("requested", request, principal=caller.principal.name,
+                                       source=caller.remote_ip, missing=request.missing())
+        current = self.approvals.book.current(task_id) if isinstance(task_id, str) else None
+        if current is not None and current.state == "pending":
+            return {"approval_request": current.id, "summary": current.summary()}
+        return result
+
+    def _new_run(self, task_id: Any, before: Any) -> bool:
+        """Whether a PENDING add_task of ``task_id`` would start a run nobody approved yet: a task
+        new to the scheduler, a dependency placeholder, or one that is DONE or FAILED again, unless
+        it is already held or its approval still covers it."""
+        assert self.approvals is not None
+        request = self.approvals.book.current(task_id) if isinstance(task_id, str) else None
+        if request is not None and request.state == "pending":
+            return False  # one more stakeholder of the request already there
+        if before is None or before.status == UNKNOWN or not before.family:
+            return True
+        if request is not None and request.state == APPROVED and before.status != DONE:
+            return False  # luigi's retries of an approved run
+        return before.status in (DONE, FAILED)
+
+    def approval_refusal(self, principal: Principal, method: str, arguments: dict[str, Any]) -> str | None:
+        """Why a call may not touch a held task (reported RUNNING, DONE or FAILED by a worker that
+        was never handed it), or None. Called by the access rules before the call applies."""
+        if self.approvals is None or method != "add_task":
+            return None
+        task_id = arguments.get("task_id")
+        if not isinstance(task_id, str) or arguments.get("status", PENDING) == PENDING:
+            return None
+        request = self.approvals.book.current(task_id)
+        if request is None or request.state != "pending":
+            return None
+        return f"task {task_id!r} awaits approval ({request.id}) and was handed to no worker"
+
+    # -- gated operator actions ---------------------------------------------------------------
+
+    def forgive_failures(self, task_id: Any = None) -> Any:
+        held = self._gated_action("forgive_failures", task_id)
+        return held if held is not None else super().forgive_failures(task_id)
+
+    def re_enable_task(self, task_id: Any) -> Any:
+        held = self._gated_action("re_enable_task", task_id)
+        return held if held is not None else super().re_enable_task(task_id)
+
+    def mark_as_done(self, task_id: Any = None) -> Any:
+        held = self._gated_action("mark_as_done", task_id)
+        return held if held is not None else super().mark_as_done(task_id)
+
+    def _gated_action(self, action: str, task_id: Any) -> dict[str, Any] | None:
+        caller = current_caller.get()
+        if self.approvals is None or caller is None or not isinstance(task_id, str):
+            return None
+        task = self.task_record(task_id)
+        if task is None or task.status not in ACTION_APPLIES[action]:
+            return None  # luigi would change nothing
+        gate = self.approvals.rules.gate(caller.principal, action, task.family or "", _text_params(task.params))
+        if gate is None:
+            return None
+        book = self.approvals.book
+        request = book.pending_action(task_id, action, caller.principal.name)
+        if request is None:
+            request = book.open(task_id=task_id, family=task.family or "", params=dict(task.public_params),
+                                action=action, requester=caller.principal,
+                                kind=self.approvals.rules.kind(caller.principal), requirements=gate.requirements,
+                                now=self.approvals.clock(), request_expiry=gate.request_expiry, approval_expiry=0.0)
+            self._changed(request)
+            self.approvals.events.emit("requested", request, principal=caller.principal.name,
+                                       source=caller.remote_ip, missing=request.missing())
+        return {"task_id": task_id, "status": task.status, "approval_request": request.id,
+                "summary": request.summary()}
+
+    # -- decisions ----------------------------------------------------------------------------
+
+    def approve_request(self, request_id: Any, principal: Principal, comment: Any, *, break_glass: bool = False,
+                        source: str = "") -> ApprovalRequest:
+        """Count an approval (ApprovalRefused says why not); once approved, release the task or
+        apply the action."""
+        approvals = self._require()
+        request = approvals.book.approve(request_id, principal, comment, approvals.clock(), break_glass)
+        text = request.approvals[-1].comment
+        approvals.events.emit("break_glass" if break_glass else "approval", request, principal=principal.name,
+                              source=source, comment=text, missing=request.missing())
+        if request.state != "pending":
+            approvals.events.emit("approved", request, principal=principal.name, source=source,
+                                  approvers=request.approvers)
+            self._apply(request)
+        self._changed(request)
+        return request
+
+    def deny_request(self, request_id: Any, principal: Principal, comment: Any, *, source: str = "") -> ApprovalRequest:
+        approvals = self._require()
+        request = approvals.book.deny(request_id, principal, comment, approvals.clock())
+        approvals.events.emit("denied", request, principal=principal.name, source=source,
+                              comment=request.denial.comment if request.denial else None)
+        self._fail(request)
+        self._changed(request)
+        return request
+
+    def expire_due(self) -> None:
+        """End the requests whose deadline passed: their tasks fail with the reason."""
+        if self.approvals is None or self._approval_deadline is None:
+            return
+        now = self.approvals.clock()
+        if now < self._approval_deadline:
+            return
+        for request in self.approvals.book.due(now):
+            self.approvals.book.expire(request, now)
+            self.approvals.events.emit("expired", request, principal=None, comment=request.reason)
+            self._fail(request)
+        self._approval_deadline = self.approvals.book.next_deadline()
+
+    def _apply(self, request: ApprovalRequest) -> None:
+        task = self.task_record(request.task_id)
+        if request.action == "add_task":
+            if task is not None and task.status == PENDING:
+                task.status_message = request.summary()
+            return
+        action = {"forgive_failures": super().forgive_failures, "re_enable_task": super().re_enable_task,
+                  "mark_as_done": super().mark_as_done}[request.action]
+        token = current_caller.set(None)  # the scheduler applies it: nothing is gated twice
+        try:
+            action(request.task_id)
+        finally:
+            current_caller.reset(token)
+        assert self.approvals is not None
+        self.approvals.events.emit("applied", request, principal=None,
+                                   status=task.status if task is not None else None)
+
+    def _fail(self, request: ApprovalRequest) -> None:
+        if request.action != "add_task":
+            return
+        task = self.task_record(request.task_id)
+        if task is None or task.status not in (PENDING, RUNNING, BATCH_RUNNING):
+            return
+        task.expl = request.summary()
+        task.status_message = request.summary()
+        self.record_status(task, FAILED)
+
+    def _require(self) -> Approvals:
+        if self.approvals is None:
+            raise ApprovalRefused("this scheduler has no approval rules ([approval.NAME])", 404)
+        self.expire_due()
+        return self.approvals
+
+    def _changed(self, request: ApprovalRequest) -> None:
+        assert self.approvals is not None
+        task = self.task_record(request.task_id)
+        if request.action == "add_task" and request.state == "pending" and task is not None:
+            task.status_message = request.summary()
+        self._approval_deadline = self.approvals.book.next_deadline()
+
+    # -- the run of an approved task ----------------------------------------------------------
+
+    def status_reported(self, task: Any, status: str) -> None:
+        super().status_reported(task, status)
+        if self.approvals is None:
+            return
+        outcome = {RUNNING: "running", DONE: "done", FAILED: "failed"}.get(status)
+        if outcome is None:
+            return
+        request = self.approvals.book.run_reported(task.id, outcome)
+        if request is not None:
+            self.approvals.events.emit(f"run_{'started' if outcome == 'running' else outcome}", request,
+                                       principal=None)
+            self._approval_deadline = self.approvals.book.next_deadline()
+
+    # -- the snapshot -------------------------------------------------------------------------
+
+    def export_approvals(self) -> dict[str, Any] | None:
+        return self.approvals.book.export() if self.approvals is not None else None
+
+    def load_approvals(self, data: Any) -> None:
+        """Install a snapshot's requests (ValueError when unreadable: the caller refuses to start
+        rather than run what waited). Without rules now, pending requests still hold their tasks."""
+        if data is None:
+            return
+        if self.approvals is None:
+            if any(r.get("state") == "pending" for r in data.get("requests", [])):
+                raise ValueError("the snapshot holds pending approval requests but this scheduler has no "
+                                 "approval rules; their tasks would run unapproved")
+            return
+        self.approvals.book.load(data)
+        self._approval_deadline = self.approvals.book.next_deadline()
+
+
+def _text_params(params: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in params.items()} if isinstance(params, dict) else {}
