@@ -8,7 +8,7 @@ hence another request.
 States: ``pending`` until enough distinct eligible principals approved (``approved``), one denied
 (``denied``) or its deadline passed (``expired``); an approved ``add_task`` request ends ``done``
 when its task ran to DONE, and ``expired`` if the task did not start before the approval's own
-deadline. Only a pending ``add_task`` request holds its task back from get_work.
+deadline. A pending, denied or expired ``add_task`` request holds its task back from get_work.
 """
 
 from __future__ import annotations
@@ -153,9 +153,11 @@ class ApprovalBook:
         return None if request_id is None else self._requests.get(request_id)
 
     def holds(self, task_id: str) -> bool:
-        """Whether get_work must not hand out ``task_id`` (its latest request is still pending)."""
+        """Whether get_work must not hand out ``task_id``: its latest request is pending, or was
+        denied or expired (luigi puts a FAILED task back to PENDING after retry_delay by itself;
+        that must not run what was refused: only a new, approved request does)."""
         request = self.current(task_id)
-        return request is not None and request.state == PENDING
+        return request is not None and request.state in (PENDING, DENIED, EXPIRED)
 
     def requests(self, state: str | None = None) -> list[ApprovalRequest]:
         """Newest first."""

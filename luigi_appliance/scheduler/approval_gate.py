@@ -122,6 +122,8 @@ class ApprovalGated(LuigiScheduler):
             return False  # one more stakeholder of the request already there
         if before is None or before.status == UNKNOWN or not before.family:
             return True
+        if request is not None and request.state in ("denied", "expired"):
+            return True  # submitted again after a refusal: a new request
         if request is not None and request.state == APPROVED and before.status != DONE:
             return False  # luigi's retries of an approved run
         return before.status in (DONE, FAILED)
@@ -135,9 +137,10 @@ class ApprovalGated(LuigiScheduler):
         if not isinstance(task_id, str) or arguments.get("status", PENDING) == PENDING:
             return None
         request = self.approvals.book.current(task_id)
-        if request is None or request.state != "pending":
+        if request is None or not self.approvals.book.holds(task_id):
             return None
-        return f"task {task_id!r} awaits approval ({request.id}) and was handed to no worker"
+        waiting = "awaits approval" if request.state == "pending" else f"was {request.state}"
+        return f"task {task_id!r} {waiting} ({request.id}) and was handed to no worker"
 
     # -- gated operator actions ---------------------------------------------------------------
 

@@ -66,7 +66,7 @@ def test_an_unknown_key_close_to_a_known_one_gets_a_suggestion(tmp_path: Path) -
 def test_an_unknown_section_close_to_a_known_one_gets_a_suggestion(tmp_path: Path) -> None:
     (refusal,) = _refusals(tmp_path, "[histroy]\n")
     assert refusal.startswith(f"{tmp_path / 's.conf'}:1: [histroy]: unknown section; did you mean 'history'? "
-                              "(expected one of audit, auth, ")
+                              "(expected one of approval.NAME, approvals, audit, auth, ")
 
 
 def test_an_unknown_luigi_option_close_to_a_known_one_gets_a_suggestion(tmp_path: Path) -> None:
