@@ -493,7 +493,8 @@ def test_state_runtime_and_tmp_are_managed(policy, dom):
 @pytest.mark.parametrize(("target", "tclass", "perm"), [
     ("cert_t", "file", "read"),  # system CA certificates
     ("urandom_device_t", "chr_file", "read"),
-    ("devlog_t", "sock_file", "write"),  # syslog
+    ("devlog_t", "sock_file", "write"),  # syslog, and journald's native protocol (also in the namespace)
+    ("syslogd_t", "unix_dgram_socket", "sendto"),  # the native protocol's datagrams to journald
     ("init_t", "unix_dgram_socket", "sendto"),  # sd_notify (Type=notify)
     ("init_t", "unix_stream_socket", "write"),  # stderr to journald, through systemd
     ("net_conf_t", "file", "read"),  # resolv.conf
@@ -607,6 +608,14 @@ LABELS = [
     ("/usr/lib/systemd/system/luigi-appliance.service", "luigi_appliance_unit_file_t"),
     ("/usr/lib/systemd/system/luigi-appliance-worker@.service", "luigi_appliance_unit_file_t"),
     ("/usr/lib/systemd/system/luigi-appliance-worker@.timer", "luigi_appliance_unit_file_t"),
+    # The journal namespace's sockets (LogNamespace=luigi-appliance) as the default namespace's,
+    # its files as journald's own (the base policy's /var/log/journal(/.*)? covers them).
+    ("/run/systemd/journal.luigi-appliance/socket", "devlog_t", "sock_file"),
+    ("/run/systemd/journal.luigi-appliance/stdout", "devlog_t", "sock_file"),
+    ("/var/run/systemd/journal.luigi-appliance/socket", "devlog_t", "sock_file"),
+    ("/run/systemd/journal.luigi-appliance", "syslogd_runtime_t", "dir"),
+    ("/run/systemd/journal.luigi-appliance/io.systemd.journal", "syslogd_runtime_t", "sock_file"),
+    ("/var/log/journal/0123456789abcdef0123456789abcdef.luigi-appliance/system.journal", "systemd_journal_t"),
     # left to the base policy
     ("/etc/sysconfig/luigi-appliance", "etc_t"),
     ("/etc/logrotate.d/luigi-appliance", "etc_t"),

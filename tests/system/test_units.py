@@ -114,7 +114,19 @@ def verify(root: Path, unit: str) -> str:
 
 
 def test_unit_files_present():
-    assert sorted(p.name for p in UNITS.iterdir()) == sorted([SERVICE, WORKER, TIMER, PRUNE, PRUNE_TIMER])
+    units = [p.name for p in UNITS.iterdir() if p.suffix in (".service", ".timer")]
+    assert sorted(units) == sorted([SERVICE, WORKER, TIMER, PRUNE, PRUNE_TIMER])
+
+
+def test_scheduler_and_prune_log_to_the_namespace_workers_do_not():
+    """The scheduler's log and audit events keep journald@luigi-appliance.conf's retention; a
+    pipeline's output (as large as its code makes it) stays in the main journal."""
+    def namespace(unit: str) -> list[str]:
+        return re.findall(r"^LogNamespace=(.*)$", (UNITS / unit).read_text(), re.M)
+
+    assert namespace(SERVICE) == ["luigi-appliance"] and namespace(PRUNE) == ["luigi-appliance"]
+    assert namespace(WORKER) == []
+    assert (UNITS / "journald@luigi-appliance.conf").is_file()
 
 
 @pytest.mark.parametrize("unit", [SERVICE, instance_name(WORKER), instance_name(TIMER), WORKER, PRUNE, PRUNE_TIMER])
