@@ -535,6 +535,29 @@ def test_journal_sealing_key_pair_made_once_verification_key_only_on_the_control
         assert seed not in (proc.stdout + proc.stderr).encode()
 
 
+def test_journal_namespace_retention_and_size_drop_in_and_its_removal(ansible_env, tmp_path):
+    """The namespace's retention and size come from the role's variables, in a drop-in that
+    journald reads over the package's journald@luigi-appliance.conf; unset, no drop-in."""
+    site = Site(tmp_path, ansible_env)
+    extra = tmp_path / "retention.yml"
+    extra.write_text(yaml.safe_dump({"luigi_appliance_scheduler_journal_retention": "400d",
+                                     "luigi_appliance_scheduler_journal_max_use": "10G"}))
+    first = site.playbook("scheduler.yml", "-e", f"@{extra}")
+    assert first.returncode == 0, output(first)
+    dropin = site.scheduler_root / "etc/systemd/journald@luigi-appliance.conf.d/50-ansible.conf"
+    keys = dict(re.findall(r"^(\w+)=(.*)$", dropin.read_text(), re.M))
+    assert keys == {"MaxRetentionSec": "400d", "SystemMaxUse": "10G"}
+    assert stat.S_IMODE(dropin.stat().st_mode) == 0o644
+
+    extra.write_text(yaml.safe_dump({"luigi_appliance_scheduler_journal_retention": "13 weeks"}))
+    bad = site.playbook("scheduler.yml", "-e", f"@{extra}", "-e", "luigi_appliance_scheduler_journal_max_use=lots")
+    assert bad.returncode != 0 and "a size such as 4G" in output(bad)
+
+    again = site.playbook("scheduler.yml")
+    assert again.returncode == 0, output(again)
+    assert not dropin.exists()
+
+
 def test_journal_sealing_in_check_mode_reports_the_key_pair_and_writes_nothing(ansible_env, tmp_path):
     site = Site(tmp_path, ansible_env)
     key_dest, _, variables = _seal_vars(site)
