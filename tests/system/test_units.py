@@ -336,11 +336,11 @@ def test_logrotate_config(tmp_path):
     assert logrotate_problems(result) == [], result.stdout + result.stderr
     output = result.stdout + result.stderr
     assert f"rotating pattern: {tmp_path / 'log'}/*.log" in output
-    assert "weekly (8 rotations)" in output
+    assert "weekly (57 rotations)" in output
     assert "considering log " + str(tmp_path / "log/scheduler.log") in output
 
 
-@pytest.mark.parametrize("breakage", [("rotate 8", "rotat 8"), ("maxsize 100M", "maxsize 100Q"),
+@pytest.mark.parametrize("breakage", [("rotate 57", "rotat 57"), ("maxsize 100M", "maxsize 100Q"),
                                       ("create 0640 luigi luigi", "create 0640 nosuchuser-la luigi")])
 def test_logrotate_check_catches_errors(tmp_path, breakage):
     text = (ETC / "logrotate.d/luigi-appliance").read_text()
