@@ -14,6 +14,7 @@ deadline. A pending, denied or expired ``add_task`` request holds its task back 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -29,6 +30,8 @@ STATES = (PENDING, APPROVED, DENIED, EXPIRED, DONE)
 # Comments and reasons are shown in pages and logs: bounded.
 MAX_COMMENT = 2000
 EXPORT_FORMAT = 1
+# Ended requests stay listed (and in the snapshot) this long, then only the audit trail has them.
+KEEP_ENDED = 30 * 86400
 
 
 class ApprovalRefused(Exception):
@@ -258,12 +261,18 @@ class ApprovalBook:
             request.state = DONE
         return request
 
-    def forget(self, task_ids: set[str]) -> None:
-        """Drop the ended requests of tasks the scheduler removed; pending ones stay (fail closed)."""
-        for task_id in task_ids:
-            request = self.current(task_id)
-            if request is not None and request.state != PENDING:
-                del self._current[task_id]
+    def discard_ended(self, before: float, task_known: Callable[[str], bool]) -> int:
+        """Drop requests that ended before ``before`` and hold nothing: not pending, and not the
+        current request of a task the scheduler still has (a denied one holds its task). The
+        audit trail keeps their story; the snapshot stays small. Returns how many went."""
+        gone = [r.id for r in self._requests.values()
+                if r.state != PENDING and (r.decided or r.created) < before
+                and not (self._current.get(r.task_id) == r.id and task_known(r.task_id))]
+        for request_id in gone:
+            request = self._requests.pop(request_id)
+            if self._current.get(request.task_id) == request_id:
+                del self._current[request.task_id]
+        return len(gone)
 
     def _pending(self, request_id: Any) -> ApprovalRequest:
         request = self._requests.get(request_id) if isinstance(request_id, str) else None

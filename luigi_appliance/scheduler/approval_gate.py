@@ -19,7 +19,7 @@ from typing import Any
 
 from luigi.task_status import BATCH_RUNNING, DISABLED, DONE, FAILED, PENDING, RUNNING, UNKNOWN
 
-from luigi_appliance.approvals.book import APPROVED, ApprovalBook, ApprovalRefused, ApprovalRequest
+from luigi_appliance.approvals.book import APPROVED, KEEP_ENDED, ApprovalBook, ApprovalRefused, ApprovalRequest
 from luigi_appliance.approvals.events import ApprovalEvents
 from luigi_appliance.approvals.rules import ApprovalRules
 from luigi_appliance.auth import Principal
@@ -79,6 +79,7 @@ class ApprovalGated(LuigiScheduler):
                 self.approvals.book.expire(request, now)
                 request.reason = "the task was removed from the scheduler before a decision (no worker wanted it)"
                 self.approvals.events.emit("expired", request, principal=None, comment=request.reason)
+        self.approvals.book.discard_ended(now - KEEP_ENDED, lambda task_id: self.task_record(task_id) is not None)
         self._approval_deadline = self.approvals.book.next_deadline()
 
     # -- submissions --------------------------------------------------------------------------
