@@ -261,6 +261,13 @@ class ApprovalBook:
             request.state = DONE
         return request
 
+    def release(self, task_id: str) -> None:
+        """Forget a refused (denied, expired) request as ``task_id``'s current one: it no longer
+        holds the task. A pending request is never released this way."""
+        request = self.current(task_id)
+        if request is not None and request.state in (DENIED, EXPIRED):
+            del self._current[task_id]
+
     def discard_ended(self, before: float, task_known: Callable[[str], bool]) -> int:
         """Drop requests that ended before ``before`` and hold nothing: not pending, and not the
         current request of a task the scheduler still has (a denied one holds its task). The

@@ -23,7 +23,6 @@ LEVELS = {
     "run_started": logging.INFO,
     "run_done": logging.INFO,
     "run_failed": logging.INFO,
-    "refused": logging.WARNING,
 }
 
 

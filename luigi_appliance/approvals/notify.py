@@ -1,8 +1,7 @@
 """``[approvals] notify_command``: a program run for each new request, off the scheduler's loop.
 
-The request goes to its standard input as one JSON object (``as_dict`` of the request plus
-``url``, the request's page when ``[server] public_url`` is known); the program's exit status and
-output are logged, never waited for by the scheduler. No shell, no secrets in its arguments: a
+The request goes to its standard input as one JSON object (``as_dict`` of the request); the
+program's exit status and output are logged, never waited for by the scheduler. No shell, no secrets in its arguments: a
 chat webhook URL belongs in a file the program reads (docs/approvals.md has an example).
 """
 
@@ -21,17 +20,14 @@ log = logging.getLogger(__name__)
 class NotifyCommand:
     """Runs ``argv`` once per new request, one at a time, in a thread of its own."""
 
-    def __init__(self, argv: tuple[str, ...], timeout: float, page_url: str | None = None):
+    def __init__(self, argv: tuple[str, ...], timeout: float):
         self.argv = argv
         self.timeout = timeout
-        self.page_url = page_url
         self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="approval-notify")
 
     def request_opened(self, request: ApprovalRequest) -> None:
-        data = request.as_dict()
-        if self.page_url:
-            data["url"] = f"{self.page_url.rstrip('/')}/approvals/{request.id}"
-        self._runner.submit(self._run, request.id, json.dumps(data, sort_keys=True).encode())
+        data = json.dumps(request.as_dict(), sort_keys=True).encode()
+        self._runner.submit(self._run, request.id, data)
 
     def _run(self, request_id: str, payload: bytes) -> None:
         try:

@@ -94,9 +94,17 @@ class ApprovalGated(LuigiScheduler):
         before = self.task_record(task_id) if isinstance(task_id, str) else None
         gate = None
         if status == PENDING and self._new_run(task_id, before):
-            family = before.family if before is not None and before.family else call.arguments["family"] or ""
-            params = call.arguments["params"] or {}
+            # The scheduler's record when it has one: a re-submission declaring other parameters
+            # (or none) must not dodge a rule on parameters (luigi keeps the recorded ones).
+            if before is not None and before.family:
+                family, params = before.family, before.params
+            else:
+                family, params = call.arguments["family"] or "", call.arguments["params"] or {}
             gate = self.approvals.rules.gate(caller.principal, "add_task", family, _text_params(params))
+            if gate is None and isinstance(task_id, str):
+                # Judged afresh: a principal no rule gates may run what another's request was
+                # refused for (it could have submitted it in the first place).
+                self.approvals.book.release(task_id)
         result = super().add_task(*args, **kwargs)
         task = self.task_record(task_id) if isinstance(task_id, str) else None
         if gate is not None and task is not None and task.status == PENDING:
@@ -147,15 +155,22 @@ class ApprovalGated(LuigiScheduler):
 
     def forgive_failures(self, task_id: Any = None) -> Any:
         held = self._gated_action("forgive_failures", task_id)
-        return held if held is not None else super().forgive_failures(task_id)
+        return held if held is not None else self._released(task_id, super().forgive_failures(task_id))
 
     def re_enable_task(self, task_id: Any) -> Any:
         held = self._gated_action("re_enable_task", task_id)
-        return held if held is not None else super().re_enable_task(task_id)
+        return held if held is not None else self._released(task_id, super().re_enable_task(task_id))
 
     def mark_as_done(self, task_id: Any = None) -> Any:
         held = self._gated_action("mark_as_done", task_id)
-        return held if held is not None else super().mark_as_done(task_id)
+        return held if held is not None else self._released(task_id, super().mark_as_done(task_id))
+
+    def _released(self, task_id: Any, result: Any) -> Any:
+        """An operator action that applied (not gated, or approved) decides about the task anew:
+        a refused request no longer holds it (forgiven, it would otherwise wait for nothing)."""
+        if self.approvals is not None and isinstance(task_id, str):
+            self.approvals.book.release(task_id)
+        return result
 
     def _gated_action(self, action: str, task_id: Any) -> dict[str, Any] | None:
         caller = current_caller.get()
@@ -233,6 +248,8 @@ class ApprovalGated(LuigiScheduler):
             action(request.task_id)
         finally:
             current_caller.reset(token)
+        assert self.approvals is not None
+        self.approvals.book.release(request.task_id)
         assert self.approvals is not None
         self.approvals.events.emit("applied", request, principal=None,
                                    status=task.status if task is not None else None)
