@@ -9,7 +9,9 @@ All or nothing: every task is checked first, with add_task's checks (role, argum
 allowlist by the scheduler's record, then the worker binding); one refusal refuses the call with
 nothing applied, and the reason names the first refused task. Only then is each task applied,
 in order, with the scheduler's own add_task, as luigi's RPC handler would call it (history and
-cycle detection included). The answer is ``{"response": {"tasks": <count applied>}}``.
+cycle detection included). The answer is ``{"response": {"tasks": <count applied>, "held": [...]}}``:
+``held`` lists the tasks of the batch that await approval (scheduler/approval_gate.py), each as
+``{"task_id", "approval_request", "summary"}``, as add_task answers them one by one.
 
 Audit: one line for the call (method ``add_tasks``, the count, and for a refusal the first refused
 task), and one ``add_task`` line with ``via: add_tasks`` per task applied.
@@ -62,8 +64,8 @@ class AddTasksHandler(GuardMixin):
                                                refusal.task)
             self.send_error(refusal.status, reason_text=refusal.reason)
             return
-        self._apply(arguments["worker"], tasks)
-        self.write({"response": {"tasks": len(tasks)}})
+        held = self._apply(arguments["worker"], tasks)
+        self.write({"response": {"tasks": len(tasks), "held": held}})
 
     @property
     def _source(self) -> str:
@@ -88,20 +90,26 @@ class AddTasksHandler(GuardMixin):
         raise _Refused(403, f"{METHOD}: {batch_task_name(index, len(tasks), tasks[index])}: {reason}; "
                             "nothing in the batch was applied", tasks[index])
 
-    def _apply(self, worker: str, tasks: list[dict[str, Any]]) -> None:
+    def _apply(self, worker: str, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Apply each task; the ones the scheduler holds for approval."""
         access = self.guard.rpc_access
         assert access.scheduler is not None  # batch_refusal refuses without one
         applied = 0
+        held: list[dict[str, Any]] = []
         try:
             for task in tasks:
-                access.scheduler.add_task(**task)
+                answer = access.scheduler.add_task(**task)
                 applied += 1
+                if isinstance(answer, dict) and "approval_request" in answer:
+                    held.append({"task_id": task["task_id"], "approval_request": answer["approval_request"],
+                                 "summary": answer.get("summary")})
                 access.record(self.principal, self._source, "add_task", task, 200, via=METHOD)
         finally:
             # A scheduler error part way (a 500, as luigi's handler would answer) leaves the tasks
             # before it applied, as the same add_task calls one by one would.
             access.record_batch(self.principal, self._source, worker, len(tasks),
                                 200 if applied == len(tasks) else 500)
+        return held
 
 
 def routes() -> list[tuple[str, type, dict]]:

@@ -114,7 +114,8 @@ def test_a_batch_with_a_family_the_caller_may_not_add_is_refused_whole(request: 
     # Nothing applied includes the worker id: it was not bound to etl-bot.
     assert server.rpc("ping", session=session(server, "alice"), worker="bot-w").status_code == 200
     # The same tasks without the foreign one: applied, each as its own add_task.
-    assert add_tasks(server, "bot-w2", [batch[0], batch[2]], session=bot).json() == {"response": {"tasks": 2}}
+    applied = add_tasks(server, "bot-w2", [batch[0], batch[2]], session=bot)
+    assert applied.json() == {"response": {"tasks": 2, "held": []}}
     assert task_ids(server) == {"Report_1", "Report_2"}
     lines = [x for x in audit_lines(tmp_path) if x["event"] == "rpc" and x["principal"] == "etl-bot"]
     assert [(x["method"], x["outcome"], x.get("task_id"), x.get("family"), x.get("tasks")) for x in lines] == [
@@ -172,7 +173,8 @@ def test_get_an_over_limit_batch_and_an_oversized_body_are_refused(dev_server: S
     big = [{"task_id": f"Job_{i}", "family": "Job", "params": {"p": "x" * 30_000}} for i in range(80)]
     assert add_tasks(dev_server, "w", big).status_code == 413  # [server] max_body_bytes, 2 MiB
     assert task_ids(dev_server) == set()
-    assert add_tasks(dev_server, "w", tasks[:MAX_BATCH_TASKS]).json() == {"response": {"tasks": MAX_BATCH_TASKS}}
+    assert add_tasks(dev_server, "w", tasks[:MAX_BATCH_TASKS]).json() == {"response": {"tasks": MAX_BATCH_TASKS,
+                                                                                        "held": []}}
     assert len(task_ids(dev_server)) == MAX_BATCH_TASKS
 
 

@@ -29,6 +29,19 @@ class _NoAuth:
         pass
 
 
+def fill_groups(path: str) -> str:
+    """``path`` with each group of its pattern replaced by a value the group matches: "x", or the
+    first alternative of ``(a|b)``, or a request id; a group none of these match fails here
+    (probing another route's path instead would test the wrong rule)."""
+    def value(group: re.Match) -> str:
+        inner = group.group(0)[1:-1]
+        for candidate in ("x", inner.split("|")[0], "apr-0"):
+            if re.fullmatch(inner, candidate):
+                return candidate
+        raise AssertionError(f"no sample value for route group {group.group(0)} in {path}")
+    return re.sub(r"\((?:\.\*\??|[^)]*)\)", value, path)
+
+
 def concrete_routes() -> list[tuple[str, str, policy.RouteRule]]:
     """(path, HTTP method to probe it with, its rule) for every route the application serves:
     one real URL path per route (groups filled in), probed with GET unless the route is POST only."""
@@ -37,7 +50,7 @@ def concrete_routes() -> list[tuple[str, str, policy.RouteRule]]:
     for pattern in route_patterns(app):
         rule = policy.ROUTES[pattern if pattern.endswith("$") else pattern + "$"]
         path = pattern.rstrip("$").replace("\\.", ".")
-        path = re.sub(r"\((?:\.\*\??|[^)]*)\)", "x", path)
+        path = fill_groups(path)
         routes.append((path, "GET" if "GET" in rule.methods else "POST", rule))
     return routes
 

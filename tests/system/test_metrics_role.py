@@ -6,7 +6,6 @@ and /healthz and nothing else."""
 from __future__ import annotations
 
 import json
-import re
 import signal
 import subprocess
 import time
@@ -17,6 +16,7 @@ import luigi.scheduler
 import pytest
 import requests
 from ldap_server import BIND_PW, PEOPLE, Directory
+from test_http_guard import fill_groups
 
 from conftest import Server, cli, write_config
 from luigi_appliance import policy
@@ -40,7 +40,7 @@ def route_paths() -> dict[str, policy.RouteRule]:
     paths = {}
     for pattern, rule in policy.ROUTES.items():
         path = pattern.rstrip("$").replace("\\.", ".")
-        paths[re.sub(r"\((?:\.\*\??|[^)]*)\)", "x", path)] = rule
+        paths[fill_groups(path)] = rule
     return paths
 
 
