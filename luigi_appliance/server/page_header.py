@@ -30,6 +30,7 @@ STYLE = """
 #appliance-header .appliance-product { font-weight: bold; letter-spacing: .5px; }
 #appliance-header .appliance-banner { color: #fff; font-weight: bold; padding: 2px 10px;
   border-radius: 3px; text-transform: uppercase; letter-spacing: 1px; }
+#appliance-header .appliance-nav { color: #fff; text-decoration: underline; }
 #appliance-header .appliance-user { margin-left: auto; }
 #appliance-header .appliance-role { opacity: .85; }
 #appliance-header form { margin: 0; }
@@ -80,6 +81,8 @@ class PageHeader:
             parts.append(f'<span class="appliance-banner" id="appliance-banner" '
                          f'style="background: {self.banner.color}">{escape(self.banner.text)}</span>')
         if visitor is not None:
+            # Every signed-in role may look at the requests (the book decides who may decide).
+            parts.append('<a class="appliance-nav" id="appliance-approvals" href="/approvals">Approvals</a>')
             parts.append(f'<span class="appliance-user" id="appliance-user">{escape(visitor.name)} '
                          f'<span class="appliance-role">({visitor.role})</span></span>')
             if visitor.csrf_token is not None:
