@@ -14,7 +14,7 @@ from typing import Any
 from luigi_appliance import __version__
 from luigi_appliance.audit.commands import add_parsers as add_audit_parsers
 from luigi_appliance.auth.oidc.commands import add_parsers as add_oidc_parsers
-from luigi_appliance.errors import ApplianceError, ConfigError
+from luigi_appliance.errors import ApplianceError, ConfigError, UsageError
 from luigi_appliance.history.commands import add_parsers as add_history_parsers
 
 EXIT_ERROR = 1
@@ -85,7 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_task_command_line(luigi_args)
     try:
         return run(RunOptions(args.scheduler_url, args.ca_file, args.credentials_file, args.client_config,
-                              luigi_args, dag_check=not args.no_dag_check))
+                              luigi_args, dag_check=not args.no_dag_check, wait=not args.no_wait))
     except luigi.rpc.RPCError as exc:  # luigi's, once its retries are spent
         return _report(unreachable(exc), EXIT_NOT_COMPLETE)
     except SchedulerError as exc:  # a final answer: refused, untrusted certificate, rejected request
@@ -253,10 +253,6 @@ def cmd_secret(args: argparse.Namespace) -> int:
 
 # ---- parser ------------------------------------------------------------------------------------
 
-class UsageError(ApplianceError):
-    """A command line that cannot work: one line, and exit status 2 as argparse's own errors."""
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse without abbreviations: ``run ... --n 5`` is the task's ``n``, not ``--no-dag-check``.
     Subcommand parsers are made of the same class (argparse's default), so they all do without."""
@@ -322,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="client.conf (default /etc/luigi-appliance/client.conf)")
     run.add_argument("--no-dag-check", action="store_true",
                      help="skip the dependency preflight (cycles, broken requires()) before scheduling")
+    run.add_argument("--no-wait", action="store_true",
+                     help="do not wait for the decision on tasks held for approval: run what may run, "
+                     "then exit 5 while tasks await approval")
     run.set_defaults(func=cmd_run)
 
     worker = sub.add_parser("worker", help="worker ids bound to principals, on the running scheduler")

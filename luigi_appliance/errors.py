@@ -39,3 +39,7 @@ class UsersFileError(ApplianceError):
 
 class HistoryError(ApplianceError):
     """The task history database is misconfigured, unreachable or at the wrong schema version."""
+
+
+class UsageError(ApplianceError):
+    """A command line that cannot work: one line, and exit status 2 as argparse's own errors."""

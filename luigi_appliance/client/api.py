@@ -24,6 +24,7 @@ from typing import Any
 
 import luigi
 
+from luigi_appliance.client.approval_wait import ApprovalWatch
 from luigi_appliance.client.credentials import Identity, load_identity
 from luigi_appliance.client.remote import AuthenticatedRemoteScheduler, WorkerSchedulerFactory
 from luigi_appliance.client.settings import ClientSettings, load_client_settings
@@ -63,13 +64,16 @@ class ApplianceWorkerFactory(WorkerSchedulerFactory):
                                answers_by_root=answers)
 
 
-def scheduler_client(settings: ClientSettings, identity: Identity) -> Callable[[], AuthenticatedRemoteScheduler]:
-    """What makes ``run``'s scheduler client from client.conf's settings."""
+def scheduler_client(settings: ClientSettings, identity: Identity,
+                     approvals: ApprovalWatch | None = None) -> Callable[[], AuthenticatedRemoteScheduler]:
+    """What makes ``run``'s scheduler client from client.conf's settings (``approvals``: where
+    it records the tasks held for approval; None: a watch of its own, waiting for decisions)."""
 
     def make_scheduler() -> AuthenticatedRemoteScheduler:
         return AuthenticatedRemoteScheduler(settings.scheduler_url, identity, settings.ca_file,
                                             settings.connect_timeout, settings.retry_attempts, settings.retry_wait,
-                                            use_token=settings.auth == "token", batch_tasks=settings.add_task_batch)
+                                            use_token=settings.auth == "token", batch_tasks=settings.add_task_batch,
+                                            approvals=approvals)
 
     return make_scheduler
 

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import logging
 import os
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -30,10 +32,12 @@ from typing import Any
 
 import luigi.rpc
 import luigi.scheduler
+import luigi.worker
 import requests
 import tenacity
 from luigi.task_status import RUNNING
 
+from luigi_appliance.client.approval_wait import ApprovalWatch
 from luigi_appliance.client.batch_sender import BatchSender
 from luigi_appliance.client.credentials import Credentials, Identity, SubjectToken
 from luigi_appliance.client.scheduler_errors import (
@@ -209,6 +213,7 @@ class _TooLarge(Exception):
 
 
 _ADD_TASK_ARGUMENTS = list(inspect.signature(luigi.scheduler.Scheduler.add_task).parameters)[1:]
+_GET_WORK = inspect.signature(luigi.scheduler.Scheduler.get_work)
 
 
 class AuthenticatedRemoteScheduler(ConfiguredRemoteScheduler):
@@ -226,16 +231,20 @@ class AuthenticatedRemoteScheduler(ConfiguredRemoteScheduler):
     its error, as if that batch had been sent there: nothing after it is sent. With
     ``batch_tasks`` 1, or once the scheduler answered add_tasks with 404 or 405, every add_task
     goes on its own, and so does a batch of one.
+
+    The tasks add_task and add_tasks answer are held for approval are recorded in ``approvals``
+    (approval_wait.py), and get_work waits for their decision (see ``get_work``).
     """
 
     def __init__(self, url: str, identity: Identity, ca_file: Path | None,
                  connect_timeout: float, retry_attempts: int, retry_wait: float, use_token: bool = True,
-                 batch_tasks: int = DEFAULT_BATCH_TASKS):
+                 batch_tasks: int = DEFAULT_BATCH_TASKS, approvals: ApprovalWatch | None = None):
         fetcher = AuthenticatedFetcher.for_scheduler(url, identity, ca_file, connect_timeout, use_token)
         # A refusal or an untrusted certificate is final: retrying cannot help.
         super().__init__(url, connect_timeout, fetcher, retry_attempts, retry_wait, never_retry=SchedulerError)
         self._batch_fetcher = fetcher
-        self._batch_url = url.rstrip("/") + "/api/add_tasks"
+        self._api_url = url.rstrip("/") + "/api/"
+        self._batch_url = self._api_url + "add_tasks"
         self._batch_timeout = connect_timeout
         self._batch_attempts = retry_attempts
         self._batch_wait = retry_wait
@@ -243,17 +252,82 @@ class AuthenticatedRemoteScheduler(ConfiguredRemoteScheduler):
         self._sender = BatchSender(self._send)
         self._buffer_owner = (os.getpid(), threading.get_ident())
         self._offers_add_tasks = True  # until it answers 404 or 405
+        self.approvals = approvals if approvals is not None else ApprovalWatch()
+        self._approval_poll: float | None = None  # luigi's [worker] wait_interval, read when first needed
+        self._approval_jitter = 0.0
 
-    def add_task(self, *args: Any, **kwargs: Any) -> None:
+    def add_task(self, *args: Any, **kwargs: Any) -> Any:
         """Buffer the call (see the class), or send it with luigi's add_task."""
         kwargs = {**dict(zip(_ADD_TASK_ARGUMENTS, args, strict=False)), **kwargs}
         if self._buffer is None or not self._offers_add_tasks or not self._owns_buffer() \
                 or kwargs.get("status") == RUNNING:
             self.flush_tasks()
-            return super().add_task(**kwargs)  # type: ignore[misc]
+            answer = super().add_task(**kwargs)  # type: ignore[misc]
+            self.approvals.record_add_task(kwargs.get("task_id"), answer)
+            return answer
         for batch in self._buffer.add(kwargs):
             self._sender.submit(batch)
         return None
+
+    def get_work(self, *args: Any, **kwargs: Any) -> Any:
+        """luigi's get_work; but when it has nothing for a worker that runs nothing either while
+        tasks of this run await approval, asked again (every ``[worker] wait_interval`` plus up to
+        ``wait_jitter``, as luigi's keep-alive waits) until it hands out a task or none of their
+        requests is pending any more. ``run --no-wait``: never asked again."""
+        self.flush_tasks()
+        call = _GET_WORK.bind(None, *args, **kwargs)
+        idle = not call.arguments.get("current_tasks") and not call.arguments.get("assistant")
+        while True:
+            answer = super().get_work(*args, **kwargs)  # type: ignore[misc]
+            handed = [answer.get("task_id"), *(answer.get("batch_task_ids") or [])]
+            if any(handed):
+                self.approvals.handed_out(t for t in handed if isinstance(t, str))
+                return answer
+            if (not idle or not self.approvals.wait or answer.get("worker_state") == "disabled"
+                    or not self.approvals.held):
+                return answer
+            progress = self.approvals.follow(self._pending_requests, self._request_of)
+            if not progress.waiting and not progress.released:
+                return answer
+            if not progress.released:  # an approved task is for the next get_work, at once
+                time.sleep(self._approval_poll_seconds())
+
+    def _pending_requests(self) -> set[str]:
+        answer = self._appliance_rpc("approvals_list", {"state": "pending"})
+        found = answer.get("requests") if isinstance(answer, dict) else None
+        return {r["id"] for r in found or [] if isinstance(r, dict) and isinstance(r.get("id"), str)}
+
+    def _request_of(self, request_id: str) -> dict[str, Any] | None:
+        try:
+            answer = self._appliance_rpc("approval_show", {"request_id": request_id})
+        except SchedulerRejected as exc:
+            if exc.status == 404:
+                return None
+            raise
+        request = answer.get("request") if isinstance(answer, dict) else None
+        return request if isinstance(request, dict) else None
+
+    def _approval_poll_seconds(self) -> float:
+        if self._approval_poll is None:
+            config = luigi.worker.worker()
+            self._approval_poll = config.wait_interval
+            self._approval_jitter = config.wait_jitter
+        return self._approval_poll + random.uniform(0, self._approval_jitter)  # noqa: S311 - not a secret
+
+    def _appliance_rpc(self, method: str, arguments: dict[str, Any]) -> Any:
+        """One of the appliance's own RPCs (luigi's client has no method for them), retried
+        as luigi retries an RPC; its response."""
+        text = self._fetch_retried(self._api_url + method, {"data": json.dumps(arguments)})
+        return _rpc_response(text, method)
+
+    def _fetch_retried(self, url: str, body: dict[str, str]) -> str:
+        retrying = tenacity.Retrying(wait=tenacity.wait_fixed(self._batch_wait),
+                                     stop=tenacity.stop_after_attempt(self._batch_attempts),
+                                     retry=tenacity.retry_if_exception_type(requests.RequestException), reraise=True)
+        try:
+            return str(retrying(self._batch_fetcher.fetch, url, body, self._batch_timeout))
+        except requests.RequestException as exc:
+            raise _rpc_error(url, self._batch_attempts, exc) from None
 
     def flush_tasks(self) -> None:
         """Send what this thread's buffer holds and wait until all is sent (nothing from another
@@ -290,23 +364,28 @@ class AuthenticatedRemoteScheduler(ConfiguredRemoteScheduler):
                     self._send(half)
                 return
         for task in batch.tasks:
-            super().add_task(worker=batch.worker, **task)  # type: ignore[misc]
+            answer = super().add_task(worker=batch.worker, **task)  # type: ignore[misc]
+            self.approvals.record_add_task(task.get("task_id"), answer)
 
     def _post(self, batch: Batch) -> None:
         """One add_tasks call, retried as luigi retries an RPC (never a final answer)."""
-        retrying = tenacity.Retrying(wait=tenacity.wait_fixed(self._batch_wait),
-                                     stop=tenacity.stop_after_attempt(self._batch_attempts),
-                                     retry=tenacity.retry_if_exception_type(requests.RequestException), reraise=True)
         try:
-            retrying(self._batch_fetcher.fetch, self._batch_url, {"data": batch.data()}, self._batch_timeout)
+            text = self._fetch_retried(self._batch_url, {"data": batch.data()})
         except SchedulerRejected as exc:
             if exc.status in (404, 405):
                 raise _NotOffered() from None
             if exc.status == 413:
                 raise _TooLarge() from None
             raise
-        except requests.RequestException as exc:
-            raise _rpc_error(self._batch_url, self._batch_attempts, exc) from None
+        self.approvals.record_add_tasks(_rpc_response(text, "add_tasks"))
+
+
+def _rpc_response(text: str, method: str) -> Any:
+    """The ``response`` of an RPC answer."""
+    try:
+        return json.loads(text)["response"]
+    except (ValueError, KeyError, TypeError):
+        raise SchedulerError(f"the scheduler's answer to {method} is not an RPC answer: {text[:200]!r}") from None
 
 
 def _rpc_error(url: str, attempts: int, exc: Exception) -> luigi.rpc.RPCError:
@@ -327,9 +406,10 @@ def _flushing(name: str) -> Callable[..., Any]:
     return method
 
 
-# Every other RPC method luigi's client has (as luigi itself sets them on RemoteScheduler).
+# Every other RPC method luigi's client has (as luigi itself sets them on RemoteScheduler); those
+# the class defines itself flush first themselves.
 for _name in luigi.scheduler.RPC_METHODS:
-    if _name != "add_task":
+    if _name not in vars(AuthenticatedRemoteScheduler):
         setattr(AuthenticatedRemoteScheduler, _name, _flushing(_name))
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from luigi.execution_summary import LuigiStatusCode
 
 from luigi_appliance.client.api import ApplianceWorkerFactory, scheduler_client
+from luigi_appliance.client.approval_wait import ApprovalWatch
 from luigi_appliance.client.credentials import Identity, load_identity
 from luigi_appliance.client.settings import ClientSettings, load_client_settings
 from luigi_appliance.dag.command import preflight
@@ -21,6 +22,7 @@ EXIT_OK = 0
 EXIT_TASK_FAILED = 1
 EXIT_NOT_COMPLETE = 3  # scheduling failed, not run, or external data missing
 EXIT_PREFLIGHT = 4  # the dependency preflight found a cycle or a broken graph; nothing was scheduled
+EXIT_AWAITING_APPROVAL = 5  # submitted; tasks await approval (run --no-wait), the rest ran
 
 _OK = {LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY}
 _FAILED = {LuigiStatusCode.FAILED, LuigiStatusCode.FAILED_AND_SCHEDULING_FAILED}
@@ -34,6 +36,7 @@ class RunOptions:
     client_config: Path | None
     luigi_args: list[str]
     dag_check: bool = True
+    wait: bool = True  # for the decision on tasks held for approval (False: run --no-wait)
 
 
 def run(options: RunOptions) -> int:
@@ -62,9 +65,17 @@ def _checked_run(options: RunOptions, settings: ClientSettings, identity: Identi
             # The graph was walked as luigi's worker walks it: its worker takes the answers
             # instead of calling each task's complete() and requires() a second time.
             answers[checked.root_id] = checked.answers
-    result = run_luigi(luigi_args, ApplianceWorkerFactory(scheduler_client(settings, identity), answers))
+    approvals = ApprovalWatch(wait=options.wait)
+    result = run_luigi(luigi_args, ApplianceWorkerFactory(scheduler_client(settings, identity, approvals), answers))
+    if approvals.ended:
+        # Denied or expired: the scheduler failed the task, though this worker never ran it.
+        return EXIT_TASK_FAILED
     if result.status in _OK and result.scheduling_succeeded:
         return EXIT_OK
     if result.status in _FAILED:
         return EXIT_TASK_FAILED
+    if approvals.held:
+        log.warning("%d task(s) await approval; run the same command again once approved (%s)",
+                    len(approvals.held), ", ".join(sorted({t.request_id for t in approvals.held})))
+        return EXIT_AWAITING_APPROVAL
     return EXIT_NOT_COMPLETE

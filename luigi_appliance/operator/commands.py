@@ -287,3 +287,7 @@ def add_parsers(sub: Any, worker_sub: Any, user_sub: Any) -> None:
                                  "scheduler, without a restart (admin; audited)")
     unlock.add_argument("name", help="the user name (any spelling: the lockout is per name, case-folded)")
     unlock.set_defaults(func=cmd_user_unlock)
+
+    from luigi_appliance.operator.approvals_commands import add_parsers as add_approvals_parsers
+
+    add_approvals_parsers(sub, conn, as_json)  # approvals list|show|approve|deny
