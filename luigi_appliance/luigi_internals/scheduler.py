@@ -374,6 +374,10 @@ class LuigiScheduler(luigi.scheduler.Scheduler):
     def stakeholder_added(self, task: Any, worker_id: str) -> None:
         """``worker_id`` just joined ``task.stakeholders``."""
 
+    def may_remove(self, task: Any) -> bool:
+        """Whether prune may drop ``task`` once luigi would (no worker wants it any more)."""
+        return True
+
     def prune_candidates(self) -> list[Any]:
         """The tasks prune may change, in the state's order (luigi: every task)."""
         return list(self._state.get_active_tasks())
@@ -385,7 +389,7 @@ class LuigiScheduler(luigi.scheduler.Scheduler):
         for task in self.prune_candidates():
             self._state.fail_dead_worker_task(task, self._config, assistant_ids)
             self._state.update_status(task, self._config)
-            if self._state.may_prune(task):
+            if self._state.may_prune(task) and self.may_remove(task):
                 log.info("Removing task %r", task.id)
                 remove_tasks.append(task.id)
         self._state.inactivate_tasks(remove_tasks)

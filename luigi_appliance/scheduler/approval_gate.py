@@ -67,20 +67,21 @@ class ApprovalGated(LuigiScheduler):
         self.expire_due()
         super().prune()
         if self.approvals is not None:
-            self._end_orphans()
+            now = self.approvals.clock()
+            self.approvals.book.discard_ended(now - KEEP_ENDED, lambda task_id: self.task_record(task_id) is not None)
+            self._approval_deadline = self.approvals.book.next_deadline()
 
-    def _end_orphans(self) -> None:
-        """A pending request whose task luigi removed (no worker wants it any more) expires:
-        approving it later could release nothing, and a new submission is a new request."""
-        assert self.approvals is not None
-        now = self.approvals.clock()
-        for request in self.approvals.book.requests("pending"):
-            if request.action == "add_task" and self.task_record(request.task_id) is None:
-                self.approvals.book.expire(request, now)
-                request.reason = "the task was removed from the scheduler before a decision (no worker wanted it)"
-                self.approvals.events.emit("expired", request, principal=None, comment=request.reason)
-        self.approvals.book.discard_ended(now - KEEP_ENDED, lambda task_id: self.task_record(task_id) is not None)
-        self._approval_deadline = self.approvals.book.next_deadline()
+    def may_remove(self, task: Any) -> bool:
+        """A task whose request is undecided, or approved and not started yet, stays although no
+        worker wants it any more: the requester may have left (``run --no-wait``) and comes back
+        once it is decided, or an assistant takes it. request_expiry and approval_expiry bound
+        how long."""
+        if self.approvals is None:
+            return super().may_remove(task)
+        request = self.approvals.book.current(task.id)
+        waiting = request is not None and (request.state == "pending"
+                                           or (request.state == APPROVED and not request.started))
+        return not waiting and super().may_remove(task)
 
     # -- submissions --------------------------------------------------------------------------
 
