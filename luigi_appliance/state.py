@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from luigi_appliance.errors import StateError
+from luigi_appliance.journal.fields import of_kind
 from luigi_appliance.luigi_internals.scheduler import install_state, luigi_state
 from luigi_appliance.secret_values import read_secret_file, write_private_file
 
@@ -145,7 +146,8 @@ class SignedSnapshotFile:
         target = self.path.with_name(f"{self.path.name}.rejected-{stamp}")
         os.replace(self.path, target)
         log.critical("REFUSED state snapshot %s: %s. It was NOT loaded and was moved to %s; "
-                     "the scheduler starts with an empty state", self.path, reason, target)
+                     "the scheduler starts with an empty state", self.path, reason, target,
+                     extra=of_kind("snapshot_refused"))
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,14 @@ outcome, and in the task history, when there is one, as a RUNNING event with the
 They are left out unless ``[audit] heartbeats`` is on; a refused one is always written.
 
 Lines go to the audit file (``[audit] file``, reopened when logrotate moves it) and, when
-``[audit] stderr`` is on, to stderr for journald, prefixed ``audit: ``. The scheduler's loop only
-puts a tuple on a queue; a writer thread formats, chains and writes, so neither a slow disk nor
-JSON encoding and hashing stall the loop; it writes what has gathered in few writes (WRITE_BATCH
-lines each), one line per record all the same. Nothing else writes to these files: audit lines
-never reach the ordinary log handlers.
+``[audit] stderr`` is on, to the journal, prefixed ``audit: ``: on stderr, or, when logsetup chose
+journald's native protocol, as one entry per line with its fields (PRINCIPAL, REMOTE_ADDR,
+OUTCOME, TASK_ID, TASK_FAMILY, a MESSAGE_ID per kind of event: journal/fields.py). The
+scheduler's loop only puts a tuple on a queue; a writer thread formats, chains and writes (the
+journal's entries too), so neither a slow disk nor JSON encoding and hashing stall the loop; it
+writes what has gathered in few writes (WRITE_BATCH lines each), one line per record all the
+same. Nothing else writes to these files: audit lines never reach the ordinary log handlers (the
+journal's entries go to the native handler itself, not through the loggers).
 
 The chain continues across logrotate's moves (it lives in this object) and across restarts: at
 start the head is the last chained record in the last TAIL_BYTES of the live file; when the file
@@ -61,6 +64,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from luigi_appliance.audit.chain import CHECKPOINT, GENESIS, chain, key_id, record_hash, signed_message
 from luigi_appliance.audit.settings import AuditSettings
 from luigi_appliance.errors import ApplianceError
+from luigi_appliance.journal import fields as journal_fields
+from luigi_appliance.journal import handler as journal_handler
 
 MAX_FIELD = 200
 FLUSH_INTERVAL = 0.2  # seconds; a crash loses at most this much of the trail
@@ -76,6 +81,8 @@ HEARTBEAT_METHODS = frozenset({"ping", "get_work"})
 
 # The journal's copy of the checkpoints, and the writer's own errors.
 journal = logging.getLogger("luigi_appliance.audit")
+# The journal's copy of every line, with its fields (_Journal).
+events = logging.getLogger("luigi_appliance.audit.events")
 
 
 def _clip(value: Any) -> Any:
@@ -263,6 +270,28 @@ class _Stderr(_Sink):
         self._stream.flush()
 
 
+class _Journal(_Sink):
+    """The journal through the native handler: one entry per line, its fields from the line. The
+    handler's own fallback (stderr) takes what journald does not, so this sink never fails; it
+    bypasses the loggers' levels, as the stderr sink does: ``[audit] stderr`` means every line."""
+
+    name = "journal"
+
+    def __init__(self, handler: journal_handler.JournalHandler):
+        self._handler = handler
+
+    def write(self, text: str) -> None:
+        for line in text.splitlines():
+            record = json.loads(line)
+            kind = journal_fields.audit_kind(record.get("event"), record.get("outcome"))
+            self._handler.send_line(events, kind.level, "audit: " + line, journal_fields.audit_extra(record, kind))
+
+
+def _journal_sink() -> _Sink:
+    handler = journal_handler.installed()
+    return _Journal(handler) if handler is not None else _Stderr(sys.stderr)
+
+
 def _save_head(path: Path, seq: int, digest: str) -> None:
     """Replace the head file by a rename (the temporary's name is one prepare_state_dir removes
     after a crash); no fsync: see the module's doc."""
@@ -301,7 +330,7 @@ class AuditLog:
         except OSError as exc:
             raise ApplianceError(f"cannot open the audit log {settings.file} ([audit] file): "
                                  f"{exc.strerror}") from None
-        self._sinks: list[_Sink] = [self._file, *([_Stderr(sys.stderr)] if settings.stderr else [])]
+        self._sinks: list[_Sink] = [self._file, *([_journal_sink()] if settings.stderr else [])]
         # Written by the writer thread only (and here, before it starts).
         self._seq, self._prev = head.seq, head.hash
         self._unsigned = 0  # records written since the last checkpoint

@@ -42,6 +42,7 @@ from luigi_appliance.history.settings import HistorySettings
 from luigi_appliance.history.spool import SPOOL_NAME, Spool
 from luigi_appliance.history.status import REMINDER_INTERVAL, Counters, DatabaseState, LossLog, dropped_events
 from luigi_appliance.history.store import EventStore
+from luigi_appliance.journal.fields import of_kind
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +282,8 @@ class HistoryWriter:
             self._down_since = self._last_reminder = now
             log.error("TASK HISTORY DEGRADED: database %s unavailable (%s). Events are spooled to %s and written "
                       "when it is back; /healthz reports degraded. Retrying every %.0fs.",
-                      self.database, self.last_error, self.spool.path, self.settings.retry_interval)
+                      self.database, self.last_error, self.spool.path, self.settings.retry_interval,
+                      extra=of_kind("history_degraded"))
         self.db_state = "down"
 
     def _remind(self) -> None:
@@ -290,7 +292,7 @@ class HistoryWriter:
             self._last_reminder = now
             log.error("TASK HISTORY DEGRADED for %.0fs: %s; %d event(s) in the spool (%d of %d bytes)",
                       now - self._down_since, self.last_error, self.spool.pending_events, self.spool.size,
-                      self.spool.limit)
+                      self.spool.limit, extra=of_kind("history_degraded"))
 
     def _to_spool(self, batch: list[Event]) -> None:
         if not batch:

@@ -1,4 +1,5 @@
-"""sd_notify over a real datagram socket, and journald-style stderr."""
+"""sd_notify over a real datagram socket, and journald-style stderr (without journald's socket;
+with it: test_journal_fields.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 from conftest import Server, free_port
+from luigi_appliance.journal.native import SOCKET_ENV
 
 
 def test_notify_ready_watchdog_stopping(tmp_path: Path) -> None:
@@ -41,9 +43,11 @@ def test_journal_format_under_journald(tmp_path: Path) -> None:
     log.touch()
     st = os.stat(log)
     port = free_port()
-    # journald sets JOURNAL_STREAM to the device:inode of the stream it gave us as stderr.
+    # journald sets JOURNAL_STREAM to the device:inode of the stream it gave us as stderr. Its
+    # socket is missing here (also on a host that has one): stderr is the journal's only way in.
     server = Server(["serve", "--dev", "--state-dir", str(tmp_path / "var"), "--port", str(port)],
-                    tmp_path / "var", port, log, env={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+                    tmp_path / "var", port, log, env={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}",
+                                                      SOCKET_ENV: str(tmp_path / "no-journal-socket")})
     server.start()
     server.stop()
     lines = [line for line in log.read_text().splitlines() if line.startswith("<")]
