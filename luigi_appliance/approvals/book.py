@@ -313,12 +313,14 @@ class ApprovalBook:
         """Replace the book with a snapshot's ``export``; ValueError when it cannot be read."""
         if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT:
             raise ValueError("approval requests of an unknown format")
+        items, current = data.get("requests", []), data.get("current", {})
+        if not isinstance(items, list) or not isinstance(current, dict):
+            raise ValueError("approval requests are not a list of requests with a map of current ones")
         requests = {}
-        for item in data.get("requests", []):
+        for item in items:
             request = _import_request(item)
             requests[request.id] = request
-        current = data.get("current", {})
-        if not isinstance(current, dict) or not all(v in requests for v in current.values()):
+        if not all(isinstance(k, str) and isinstance(v, str) and v in requests for k, v in current.items()):
             raise ValueError("approval requests refer to unknown requests")
         self._requests = requests
         self._current = dict(current)

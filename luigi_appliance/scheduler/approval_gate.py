@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from luigi.task_status import BATCH_RUNNING, DISABLED, DONE, FAILED, PENDING, RUNNING, UNKNOWN
+from luigi.task_status import BATCH_RUNNING, DISABLED, DONE, FAILED, PENDING, RUNNING, SUSPENDED, UNKNOWN
 
 from luigi_appliance.approvals.book import APPROVED, KEEP_ENDED, ApprovalBook, ApprovalRefused, ApprovalRequest
 from luigi_appliance.approvals.events import ApprovalEvents
@@ -33,6 +33,8 @@ ACTION_APPLIES = {
     "re_enable_task": frozenset({DISABLED}),
     "mark_as_done": frozenset({RUNNING, FAILED, DISABLED}),
 }
+# add_task statuses that say a task runs, ran or was set aside: never of a task that waits.
+REPORTS_OF_A_RUN = frozenset({RUNNING, BATCH_RUNNING, DONE, DISABLED})
 
 
 class Approvals:
@@ -61,7 +63,12 @@ class ApprovalGated(LuigiScheduler):
 
     def get_work(self, *args: Any, **kwargs: Any) -> Any:
         self.expire_due()
-        return super().get_work(*args, **kwargs)
+        reply = super().get_work(*args, **kwargs)
+        if self.approvals is not None and isinstance(reply, dict) and reply.get("batch_task_ids"):
+            # set_batch_running tells no task history: the batched runs start here
+            self._runs_reported([t for t in map(self.task_record, reply["batch_task_ids"]) if t is not None],
+                                "running")
+        return reply
 
     def prune(self) -> None:
         self.expire_due()
@@ -94,7 +101,7 @@ class ApprovalGated(LuigiScheduler):
         task_id, status = call.arguments["task_id"], call.arguments["status"]
         before = self.task_record(task_id) if isinstance(task_id, str) else None
         gate = None
-        if status == PENDING and self._new_run(task_id, before):
+        if status in (PENDING, SUSPENDED) and self._new_run(task_id, before):  # luigi files SUSPENDED as PENDING
             # The scheduler's record when it has one: a re-submission declaring other parameters
             # (or none) must not dodge a rule on parameters (luigi keeps the recorded ones).
             if before is not None and before.family:
@@ -124,8 +131,8 @@ class ApprovalGated(LuigiScheduler):
 
     def _new_run(self, task_id: Any, before: Any) -> bool:
         """Whether a PENDING add_task of ``task_id`` would start a run nobody approved yet: a task
-        new to the scheduler, a dependency placeholder, or one that is DONE or FAILED again, unless
-        it is already held or its approval still covers it."""
+        new to the scheduler, a dependency placeholder, or one that is DONE, FAILED or DISABLED
+        again, or one whose request was refused; not a task already held or already running."""
         assert self.approvals is not None
         request = self.approvals.book.current(task_id) if isinstance(task_id, str) else None
         if request is not None and request.state == "pending":
@@ -134,23 +141,36 @@ class ApprovalGated(LuigiScheduler):
             return True
         if request is not None and request.state in ("denied", "expired"):
             return True  # submitted again after a refusal: a new request
-        if request is not None and request.state == APPROVED and before.status != DONE:
-            return False  # luigi's retries of an approved run
-        return before.status in (DONE, FAILED)
+        # PENDING or RUNNING: joining the run there is (approved, or never gated). luigi's own
+        # retries of a failed approved run go through prune (retry_delay), not through here; a
+        # worker submitting a FAILED task again, any time later, asks for a new run.
+        return before.status in (DONE, FAILED, DISABLED)
 
     def approval_refusal(self, principal: Principal, method: str, arguments: dict[str, Any]) -> str | None:
-        """Why a call may not touch a held task (reported RUNNING, DONE or FAILED by a worker that
-        was never handed it), or None. Called by the access rules before the call applies."""
+        """Why an add_task may not report this status, or None. Refused: a held task reported
+        running, done or disabled (no worker was handed it; done would release its dependants),
+        and a new task the rules gate reported running or disabled instead of submitted (a luigi
+        worker always submits PENDING first). A failure or an unknown state runs nothing: allowed.
+        Called by the access rules before the call applies."""
         if self.approvals is None or method != "add_task":
             return None
-        task_id = arguments.get("task_id")
-        if not isinstance(task_id, str) or arguments.get("status", PENDING) == PENDING:
+        task_id, status = arguments.get("task_id"), arguments.get("status", PENDING)
+        if not isinstance(task_id, str) or status not in REPORTS_OF_A_RUN:
             return None
         request = self.approvals.book.current(task_id)
-        if request is None or not self.approvals.book.holds(task_id):
+        if request is not None and self.approvals.book.holds(task_id):
+            waiting = "awaits approval" if request.state == "pending" else f"was {request.state}"
+            return f"task {task_id!r} {waiting} ({request.id}) and was handed to no worker"
+        before = self.task_record(task_id)
+        if status == DONE or not self._new_run(task_id, before):
             return None
-        waiting = "awaits approval" if request.state == "pending" else f"was {request.state}"
-        return f"task {task_id!r} {waiting} ({request.id}) and was handed to no worker"
+        if before is not None and before.family:
+            family, params = before.family, before.params
+        else:
+            family, params = arguments.get("family") or "", arguments.get("params") or {}
+        if self.approvals.rules.gate(principal, "add_task", str(family), _text_params(params)) is None:
+            return None
+        return f"task {task_id!r} must be submitted (PENDING) and approved before it is reported {status}"
 
     # -- gated operator actions ---------------------------------------------------------------
 
@@ -180,6 +200,8 @@ class ApprovalGated(LuigiScheduler):
         task = self.task_record(task_id)
         if task is None or task.status not in ACTION_APPLIES[action]:
             return None  # luigi would change nothing
+        if action == "re_enable_task" and not task.scheduler_disable_time:
+            return None  # luigi re-enables only what the scheduler itself disabled
         gate = self.approvals.rules.gate(caller.principal, action, task.family or "", _text_params(task.params))
         if gate is None:
             return None
@@ -285,13 +307,21 @@ class ApprovalGated(LuigiScheduler):
         if self.approvals is None:
             return
         outcome = {RUNNING: "running", DONE: "done", FAILED: "failed"}.get(status)
-        if outcome is None:
-            return
-        request = self.approvals.book.run_reported(task.id, outcome)
-        if request is not None:
-            self.approvals.events.emit(f"run_{'started' if outcome == 'running' else outcome}", request,
-                                       principal=None)
-            self._approval_deadline = self.approvals.book.next_deadline()
+        if outcome is None or (outcome != "running" and task.status not in (RUNNING, BATCH_RUNNING)):
+            return  # marked done or failed by hand, or reported of a task that did not run here
+        # A batch is reported through its combined task: the run of each member is theirs too.
+        batch_id = getattr(task, "batch_id", None)
+        members = [t for t in self.task_state.get_batch_running_tasks(batch_id) if t is not task] if batch_id else []
+        self._runs_reported([task, *members], outcome)
+
+    def _runs_reported(self, tasks: Any, outcome: str) -> None:
+        assert self.approvals is not None
+        for member in tasks:
+            request = self.approvals.book.run_reported(member.id, outcome)
+            if request is not None:
+                self.approvals.events.emit(f"run_{'started' if outcome == 'running' else outcome}", request,
+                                           principal=None)
+        self._approval_deadline = self.approvals.book.next_deadline()
 
     # -- the snapshot -------------------------------------------------------------------------
 
@@ -304,9 +334,12 @@ class ApprovalGated(LuigiScheduler):
         if data is None:
             return
         if self.approvals is None:
-            if any(r.get("state") == "pending" for r in data.get("requests", [])):
-                raise ValueError("the snapshot holds pending approval requests but this scheduler has no "
-                                 "approval rules; their tasks would run unapproved")
+            book = ApprovalBook()
+            book.load(data)  # unreadable: ValueError, with rules or without
+            if any(book.holds(task_id) for task_id in data["current"]):
+                raise ValueError("the snapshot holds pending approval requests (or refused ones that keep "
+                                 "their task from running) but this scheduler has no approval rules; their "
+                                 "tasks would run unapproved")
             return
         self.approvals.book.load(data)
         self._approval_deadline = self.approvals.book.next_deadline()
