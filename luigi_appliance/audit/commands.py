@@ -181,8 +181,8 @@ def _trail_arguments(parser: argparse.ArgumentParser, path: Callable[[str], Path
                         help="Ed25519 public key (PEM) the checkpoints are signed with; repeat for keys "
                         "rotated out (default: the configured signing key's)")
     parser.add_argument("--checkpoints", type=path, metavar="FILE",
-                        help="journal export with the 'audit checkpoint: ' lines (journalctl -u "
-                        "luigi-appliance -o cat): proves a cut tail")
+                        help="journal export with the 'audit checkpoint: ' lines (journalctl "
+                        "--namespace=luigi-appliance -u luigi-appliance -o cat): proves a cut tail")
 
 
 def add_parsers(sub: argparse._SubParsersAction, path: Callable[[str], Path]) -> None:
