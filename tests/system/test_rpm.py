@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from booted_systemd.rpm_build import release_1
 from completion_shell import offered
 from rpm_root import RpmRoot, UnitState
 
@@ -49,7 +50,8 @@ def build(tree: Path, release: int) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def rpms(tmp_path_factory) -> dict[str, dict[str, Path]]:
     """Release 1 from this checkout, release 2 from a copy whose shipped scheduler.conf changed."""
-    first = build(REPO, 1)
+    # Shared with the booted-systemd test: one build of release 1 per session, however many workers.
+    first = release_1(tmp_path_factory)
     copy = tmp_path_factory.mktemp("release2") / "src"
     files = run("git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", cwd=REPO).stdout
     for name in filter(None, files.split("\0")):
