@@ -21,8 +21,8 @@ import logging
 import os
 import sys
 
-from luigi_appliance.journal.handler import JournalHandler, priority
-from luigi_appliance.journal.native import JournalSocket
+from luigi_appliance.journald.handler import JournalHandler, priority
+from luigi_appliance.journald.native import JournalSocket
 
 
 class JournalFormatter(logging.Formatter):

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from luigi_appliance.errors import StateError
-from luigi_appliance.journal.fields import of_kind
+from luigi_appliance.journald.fields import of_kind
 from luigi_appliance.luigi_internals.scheduler import install_state, luigi_state
 from luigi_appliance.secret_values import read_secret_file, write_private_file
 

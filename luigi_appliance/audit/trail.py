@@ -64,8 +64,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from luigi_appliance.audit.chain import CHECKPOINT, GENESIS, chain, key_id, record_hash, signed_message
 from luigi_appliance.audit.settings import AuditSettings
 from luigi_appliance.errors import ApplianceError
-from luigi_appliance.journal import fields as journal_fields
-from luigi_appliance.journal import handler as journal_handler
+from luigi_appliance.journald import fields as journal_fields
+from luigi_appliance.journald import handler as journal_handler
 
 MAX_FIELD = 200
 FLUSH_INTERVAL = 0.2  # seconds; a crash loses at most this much of the trail

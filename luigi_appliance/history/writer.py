@@ -42,7 +42,7 @@ from luigi_appliance.history.settings import HistorySettings
 from luigi_appliance.history.spool import SPOOL_NAME, Spool
 from luigi_appliance.history.status import REMINDER_INTERVAL, Counters, DatabaseState, LossLog, dropped_events
 from luigi_appliance.history.store import EventStore
-from luigi_appliance.journal.fields import of_kind
+from luigi_appliance.journald.fields import of_kind
 
 log = logging.getLogger(__name__)
 

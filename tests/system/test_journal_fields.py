@@ -15,8 +15,8 @@ import pytest
 from journal_socket import FakeJournal
 
 from conftest import REPO, Server, free_port
-from luigi_appliance.journal import fields
-from luigi_appliance.journal.native import SOCKET_ENV
+from luigi_appliance.journald import fields
+from luigi_appliance.journald.native import SOCKET_ENV
 
 CATALOG = REPO / "etc" / "systemd" / "catalog" / "luigi-appliance.catalog"
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from conftest import Server, free_port
-from luigi_appliance.journal.native import SOCKET_ENV
+from luigi_appliance.journald.native import SOCKET_ENV
 
 
 def test_notify_ready_watchdog_stopping(tmp_path: Path) -> None:

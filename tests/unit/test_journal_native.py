@@ -19,9 +19,9 @@ from journal_socket import FakeJournal, parse
 from luigi_appliance import logsetup
 from luigi_appliance.audit import AuditLog
 from luigi_appliance.audit.settings import AuditSettings
-from luigi_appliance.journal import fields
-from luigi_appliance.journal.handler import JournalHandler
-from luigi_appliance.journal.native import SOCKET_ENV, encode
+from luigi_appliance.journald import fields
+from luigi_appliance.journald.handler import JournalHandler
+from luigi_appliance.journald.native import SOCKET_ENV, encode
 
 CATALOG = Path(__file__).resolve().parents[2] / "etc" / "systemd" / "catalog" / "luigi-appliance.catalog"
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 
-from luigi_appliance.journal.fields import FIELDS
-from luigi_appliance.journal.native import Field, JournalSocket, encode
+from luigi_appliance.journald.fields import FIELDS
+from luigi_appliance.journald.native import Field, JournalSocket, encode
 
 IDENTIFIER = "luigi-appliance"
 
