@@ -254,6 +254,8 @@ class ApprovalBook:
         request = self.current(task_id)
         if request is None or request.state != APPROVED:
             return None
+        if outcome == "running" and request.started and request.outcome == "running":
+            return None  # a batch member heard of twice (get_work, then its combined task)
         request.outcome = outcome
         if outcome == "running":
             request.started = True
@@ -281,10 +283,15 @@ class ApprovalBook:
                 del self._current[request.task_id]
         return len(gone)
 
-    def _pending(self, request_id: Any) -> ApprovalRequest:
+    def known(self, request_id: Any) -> ApprovalRequest:
+        """The request ``request_id``; ApprovalRefused (404) when there is none."""
         request = self._requests.get(request_id) if isinstance(request_id, str) else None
         if request is None:
             raise ApprovalRefused(f"no approval request {request_id!r}", 404)
+        return request
+
+    def _pending(self, request_id: Any) -> ApprovalRequest:
+        request = self.known(request_id)
         if request.state != PENDING:
             raise ApprovalRefused(f"{request.id} is {request.state}, not pending", 409)
         return request

@@ -10,11 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from luigi_appliance.approvals.book import ApprovalRequest
 
 log = logging.getLogger(__name__)
+# Notifications waiting for the program at most: a burst of requests behind a slow program is
+# dropped past this (each drop logged; the audit trail and the page still have the request).
+MAX_QUEUED = 100
 
 
 class NotifyCommand:
@@ -24,12 +28,23 @@ class NotifyCommand:
         self.argv = argv
         self.timeout = timeout
         self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="approval-notify")
+        self._slots = threading.Semaphore(MAX_QUEUED)
 
     def request_opened(self, request: ApprovalRequest) -> None:
+        if not self._slots.acquire(blocking=False):
+            log.warning("Approval notification for %s dropped: %d notifications already wait for %s",
+                        request.id, MAX_QUEUED, self.argv[0])
+            return
         data = json.dumps(request.as_dict(), sort_keys=True).encode()
         self._runner.submit(self._run, request.id, data)
 
     def _run(self, request_id: str, payload: bytes) -> None:
+        try:
+            self._notify(request_id, payload)
+        finally:
+            self._slots.release()
+
+    def _notify(self, request_id: str, payload: bytes) -> None:
         try:
             done = subprocess.run(self.argv, input=payload, capture_output=True, timeout=self.timeout,
                                   check=False, env={"PATH": "/usr/bin:/bin", "LUIGI_APPLIANCE_REQUEST": request_id})

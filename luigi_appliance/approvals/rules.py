@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from luigi_appliance.approvals.book import Requirement
 from luigi_appliance.approvals.selectors import Kind, any_matches
-from luigi_appliance.approvals.settings import ApprovalPolicy
+from luigi_appliance.approvals.settings import DEFAULT_REQUEST_EXPIRY, ApprovalPolicy
 from luigi_appliance.auth import Principal
 
 PROPOSE_ONLY_RULE = "propose-only"
@@ -40,6 +40,19 @@ class ApprovalRules:
     def propose_only(self, principal: Principal) -> bool:
         return any_matches(self.policy.settings.propose_only, principal, self.kind(principal))
 
+    def decider_refusal(self, principal: Principal) -> str | None:
+        """Why ``principal`` may not approve or deny anything, or None. Agents (and by default
+        service accounts) never decide, whatever the rules' approvers say: an agent must not
+        approve another agent's work, and a password a script keeps is no person's decision."""
+        kind = self.kind(principal)
+        if kind.value not in self.policy.settings.approver_kinds:
+            allowed = ", ".join(self.policy.settings.approver_kinds)
+            return (f"{principal.name} is a{'n' if kind is Kind.AGENT else ''} {kind} principal and may not decide "
+                    f"approvals ([approvals] approver_kinds = {allowed})")
+        if self.propose_only(principal):
+            return f"{principal.name} may only propose work ([approvals] propose_only), not decide it"
+        return None
+
     def gate(self, principal: Principal, action: str, family: str, params: dict[str, str]) -> Gate | None:
         """The gate ``principal``'s ``action`` on a task of ``family`` with ``params`` must pass, or
         None when it runs at once. Every matching rule must be satisfied; the earliest deadline wins."""
@@ -61,6 +74,7 @@ class ApprovalRules:
             settings = self.policy.settings
             requirements.append(Requirement(PROPOSE_ONLY_RULE, settings.propose_only_approvals,
                                             settings.propose_only_approvers))
+            request_expiry.append(DEFAULT_REQUEST_EXPIRY)
         if not requirements:
             return None
         return Gate(tuple(requirements), min(request_expiry, default=0.0), min(approval_expiry, default=0.0))

@@ -8,7 +8,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from luigi_appliance.approvals.selectors import Selector, parse_selector, selector_list
+from luigi_appliance.approvals.selectors import Kind, Selector, selector_list
 from luigi_appliance.settings.declare import key
 from luigi_appliance.settings.issues import ConfigIssue
 from luigi_appliance.settings.loader import SchemaLoader, section, section_family
@@ -17,6 +17,9 @@ from luigi_appliance.settings.parsers import duration_range, int_range, split_li
 # What a rule may gate: running a new task, and the operator actions that make a task run again
 # (or count as done, which releases what depends on it).
 ACTIONS = ("add_task", "forgive_failures", "re_enable_task", "mark_as_done")
+# A held task stays in the scheduler (and its snapshot) until decided: undecided requests do not
+# pile up for ever unless a rule says 0.
+DEFAULT_REQUEST_EXPIRY = 7 * 86400.0
 _PARAM = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 
 
@@ -59,6 +62,17 @@ def parse_actions(value: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(actions))
 
 
+def parse_kinds(value: str) -> tuple[str, ...]:
+    kinds = split_list(value)
+    known = {k.value for k in Kind}
+    for kind in kinds:
+        if kind not in known:
+            raise ValueError(f"expected kinds among person, service, agent, got {kind!r}")
+    if not kinds:
+        raise ValueError("expected one or more of person, service, agent")
+    return tuple(dict.fromkeys(kinds))
+
+
 def parse_approvers(value: str) -> tuple[Selector, ...]:
     approvers = selector_list("role", "group", "user")(value)
     if not approvers:
@@ -84,6 +98,10 @@ class ApprovalsSettings:
                                       "asks for more")
     propose_only_approvers: tuple[Selector, ...] = key(parse_approvers, (Selector("role", "operator"),),
                                                        "who may approve those requests")
+    approver_kinds: tuple[str, ...] = key(parse_kinds, ("person",),
+                                          "which kinds of principal may approve or deny at all, whatever the "
+                                          "rules' approvers say: person, service, agent (propose-only "
+                                          "principals never may)")
     notify_command: tuple[str, ...] | None = key(parse_command, None,
                                                  "a program run for each new request, the request as JSON "
                                                  "on its standard input (no shell)")
@@ -108,7 +126,7 @@ class ApprovalRuleSettings:
                                           "who may approve: role:ROLE (or above), group:NAME, user:NAME")
     actions: tuple[str, ...] = key(parse_actions, ACTIONS, "what is gated: add_task (a new run) and the "
                                    "operator actions forgive_failures, re_enable_task, mark_as_done")
-    request_expiry: float = key(duration_range(0, 90 * 86400), 0.0,
+    request_expiry: float = key(duration_range(0, 90 * 86400), DEFAULT_REQUEST_EXPIRY,
                                 "a request not decided within this fails its task (0: never)")
     approval_expiry: float = key(duration_range(0, 90 * 86400), 0.0,
                                  "an approved task that has not started within this fails (0: never)")
@@ -146,5 +164,4 @@ class ApprovalPolicy:
         return bool(self.rules) or bool(self.settings.propose_only)
 
 
-__all__ = ["ACTIONS", "APPROVAL", "APPROVALS", "ApprovalPolicy", "ApprovalRuleSettings", "ApprovalsSettings",
-           "parse_selector"]
+__all__ = ["ACTIONS", "APPROVAL", "APPROVALS", "ApprovalPolicy", "ApprovalRuleSettings", "ApprovalsSettings"]

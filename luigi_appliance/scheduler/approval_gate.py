@@ -102,13 +102,8 @@ class ApprovalGated(LuigiScheduler):
         before = self.task_record(task_id) if isinstance(task_id, str) else None
         gate = None
         if status in (PENDING, SUSPENDED) and self._new_run(task_id, before):  # luigi files SUSPENDED as PENDING
-            # The scheduler's record when it has one: a re-submission declaring other parameters
-            # (or none) must not dodge a rule on parameters (luigi keeps the recorded ones).
-            if before is not None and before.family:
-                family, params = before.family, before.params
-            else:
-                family, params = call.arguments["family"] or "", call.arguments["params"] or {}
-            gate = self.approvals.rules.gate(caller.principal, "add_task", family, _text_params(params))
+            family, params = _judged(before, call.arguments)
+            gate = self.approvals.rules.gate(caller.principal, "add_task", family, params)
             if gate is None and isinstance(task_id, str):
                 # Judged afresh: a principal no rule gates may run what another's request was
                 # refused for (it could have submitted it in the first place).
@@ -146,31 +141,68 @@ class ApprovalGated(LuigiScheduler):
         # worker submitting a FAILED task again, any time later, asks for a new run.
         return before.status in (DONE, FAILED, DISABLED)
 
-    def approval_refusal(self, principal: Principal, method: str, arguments: dict[str, Any]) -> str | None:
-        """Why an add_task may not report this status, or None. Refused: a held task reported
-        running, done or disabled (no worker was handed it; done would release its dependants),
-        and a new task the rules gate reported running or disabled instead of submitted (a luigi
-        worker always submits PENDING first). A failure or an unknown state runs nothing: allowed.
-        Called by the access rules before the call applies."""
+    def approval_refusal(self, principal: Principal, method: str, arguments: dict[str, Any],
+                         held_in_batch: frozenset[str] = frozenset()) -> str | None:
+        """Why an add_task may not report this status, or None. Called by the access rules before
+        the call applies; ``held_in_batch``: ids an earlier entry of the same add_tasks batch
+        submits and the gate will hold.
+
+        Refused: a held task reported running, done or disabled (no worker was handed it; done
+        would release its dependants); a new task the rules gate reported running or disabled
+        instead of submitted (a luigi worker always submits PENDING first), except the combined
+        task of a batch get_work handed out; a FAILED or DISABLED task reported done when the
+        rules gate mark_as_done for the caller (it is the same act). A failure or an unknown state
+        runs nothing: allowed. A new task reported done is allowed: luigi's worker does so when
+        the output already exists, and nothing runs (docs/approvals.md, what a gate does not do).
+        """
         if self.approvals is None or method != "add_task":
             return None
         task_id, status = arguments.get("task_id"), arguments.get("status", PENDING)
         if not isinstance(task_id, str) or status not in REPORTS_OF_A_RUN:
             return None
         request = self.approvals.book.current(task_id)
-        if request is not None and self.approvals.book.holds(task_id):
-            waiting = "awaits approval" if request.state == "pending" else f"was {request.state}"
-            return f"task {task_id!r} {waiting} ({request.id}) and was handed to no worker"
+        if task_id in held_in_batch or (request is not None and self.approvals.book.holds(task_id)):
+            waiting = "awaits approval" if request is None or request.state == "pending" else f"was {request.state}"
+            which = f" ({request.id})" if request is not None else ""
+            return f"task {task_id!r} {waiting}{which} and was handed to no worker"
         before = self.task_record(task_id)
-        if status == DONE or not self._new_run(task_id, before):
+        family, params = _judged(before, arguments)
+        if status == DONE:
+            if before is None or before.status not in (FAILED, DISABLED):
+                return None
+            if self.approvals.rules.gate(principal, "mark_as_done", family, params) is None:
+                return None
+            return (f"task {task_id!r} is {before.status}: reporting it done marks it done, which the approval "
+                    "rules gate (mark_as_done opens a request)")
+        if not self._new_run(task_id, before) or self._handed_out_batch(arguments):
             return None
-        if before is not None and before.family:
-            family, params = before.family, before.params
-        else:
-            family, params = arguments.get("family") or "", arguments.get("params") or {}
-        if self.approvals.rules.gate(principal, "add_task", str(family), _text_params(params)) is None:
+        if self.approvals.rules.gate(principal, "add_task", family, params) is None:
             return None
         return f"task {task_id!r} must be submitted (PENDING) and approved before it is reported {status}"
+
+    def would_hold(self, principal: Principal, arguments: dict[str, Any]) -> bool:
+        """Whether this add_task would open a request (or join a pending one): for add_tasks,
+        whose later entries are checked against what its earlier ones will do."""
+        if self.approvals is None or arguments.get("status", PENDING) not in (PENDING, SUSPENDED):
+            return False
+        task_id = arguments.get("task_id")
+        if not isinstance(task_id, str):
+            return False
+        before = self.task_record(task_id)
+        if not self._new_run(task_id, before):
+            return self.approvals.book.holds(task_id)
+        family, params = _judged(before, arguments)
+        return self.approvals.rules.gate(principal, "add_task", family, params) is not None
+
+    def _handed_out_batch(self, arguments: dict[str, Any]) -> bool:
+        """A luigi worker reports the combined task of a batch RUNNING under a new id: its
+        members are the BATCH_RUNNING tasks of that batch get_work handed out, none held."""
+        batch_id = arguments.get("batch_id")
+        if arguments.get("status") != RUNNING or not isinstance(batch_id, str):
+            return False
+        assert self.approvals is not None
+        members = self.task_state.get_batch_running_tasks(batch_id)
+        return bool(members) and not any(self.approvals.book.holds(t.id) for t in members)
 
     # -- gated operator actions ---------------------------------------------------------------
 
@@ -187,10 +219,17 @@ class ApprovalGated(LuigiScheduler):
         return held if held is not None else self._released(task_id, super().mark_as_done(task_id))
 
     def _released(self, task_id: Any, result: Any) -> Any:
-        """An operator action that applied (not gated, or approved) decides about the task anew:
-        a refused request no longer holds it (forgiven, it would otherwise wait for nothing)."""
-        if self.approvals is not None and isinstance(task_id, str):
-            self.approvals.book.release(task_id)
+        """An operator action that applied ungated decides about the task anew: a refused
+        request no longer holds it (forgiven, it would otherwise wait for nothing), but only when
+        no rule gates the caller's own submission of it; otherwise the task keeps waiting for a
+        new, approved request (a requester must not forgive their way past a refusal)."""
+        caller = current_caller.get()
+        task = self.task_record(task_id) if isinstance(task_id, str) else None
+        if self.approvals is None or caller is None or task is None:
+            return result
+        family, params = _judged(task, {})
+        if self.approvals.rules.gate(caller.principal, "add_task", family, params) is None:
+            self.approvals.book.release(task.id)
         return result
 
     def _gated_action(self, action: str, task_id: Any) -> dict[str, Any] | None:
@@ -225,6 +264,10 @@ class ApprovalGated(LuigiScheduler):
         """Count an approval (ApprovalRefused says why not); once approved, release the task or
         apply the action."""
         approvals = self._require()
+        refusal = approvals.rules.decider_refusal(principal)
+        if refusal is not None:
+            approvals.book.known(request_id)  # an unknown id is a 404 first
+            raise ApprovalRefused(refusal)
         request = approvals.book.approve(request_id, principal, comment, approvals.clock(), break_glass)
         text = request.approvals[-1].comment
         approvals.events.emit("break_glass" if break_glass else "approval", request, principal=principal.name,
@@ -238,6 +281,9 @@ class ApprovalGated(LuigiScheduler):
 
     def deny_request(self, request_id: Any, principal: Principal, comment: Any, *, source: str = "") -> ApprovalRequest:
         approvals = self._require()
+        refusal = approvals.rules.decider_refusal(principal)
+        if refusal is not None and approvals.book.known(request_id).requester != principal.name:
+            raise ApprovalRefused(refusal)  # a requester may still withdraw their own request
         request = approvals.book.deny(request_id, principal, comment, approvals.clock())
         approvals.events.emit("denied", request, principal=principal.name, source=source,
                               comment=request.denial.comment if request.denial else None)
@@ -273,7 +319,6 @@ class ApprovalGated(LuigiScheduler):
             current_caller.reset(token)
         assert self.approvals is not None
         self.approvals.book.release(request.task_id)
-        assert self.approvals is not None
         self.approvals.events.emit("applied", request, principal=None,
                                    status=task.status if task is not None else None)
 
@@ -347,3 +392,12 @@ class ApprovalGated(LuigiScheduler):
 
 def _text_params(params: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in params.items()} if isinstance(params, dict) else {}
+
+
+def _judged(record: Any, arguments: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """The family and parameters a rule is matched against: the scheduler's record when it has
+    one (luigi keeps the first submission's; a re-submission declaring others must not dodge a
+    rule), else what the call declares."""
+    if record is not None and record.family:
+        return record.family, _text_params(record.params)
+    return str(arguments.get("family") or ""), _text_params(arguments.get("params") or {})

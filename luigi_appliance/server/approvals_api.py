@@ -26,7 +26,7 @@ import logging
 from typing import Any
 
 from luigi_appliance import policy
-from luigi_appliance.approvals.book import STATES, ApprovalRefused, ApprovalRequest
+from luigi_appliance.approvals.book import STATES, ApprovalRefused
 from luigi_appliance.auth import Principal
 from luigi_appliance.luigi_internals.scheduler import task_record
 from luigi_appliance.server.fresh_login import fresh_refusal
@@ -148,7 +148,7 @@ class ApprovalsHandler(GuardMixin):
             if method == "approvals_list":
                 return {"requests": [r.as_dict() for r in scheduler.approvals.book.requests(arguments.get("state"))]}
             if method == "approval_show":
-                request = self._request(scheduler, arguments["request_id"])
+                request = scheduler.approvals.book.known(arguments["request_id"])
                 return {"request": request.as_dict(), "task": task_part(scheduler, request.task_id)}
             if method == "approve":
                 decided = scheduler.approve_request(arguments["request_id"], principal, arguments.get("comment"),
@@ -160,13 +160,6 @@ class ApprovalsHandler(GuardMixin):
         except ApprovalRefused as exc:
             raise Refusal(exc.status, str(exc)) from None
         return {"request": decided.as_dict()}
-
-    @staticmethod
-    def _request(scheduler: Any, request_id: str) -> ApprovalRequest:
-        request = scheduler.approvals.book.get(request_id)
-        if request is None:
-            raise ApprovalRefused(f"no approval request {request_id!r}", 404)
-        return request
 
     def _audit(self, principal: Principal, method: str, arguments: dict[str, Any], status: int) -> None:
         """The ``rpc`` line of a decision call, whatever its answer (the reads write none)."""

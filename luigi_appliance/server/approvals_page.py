@@ -32,10 +32,9 @@ import tornado.template
 
 from luigi_appliance.approvals.book import PENDING, ApprovalRefused, ApprovalRequest
 from luigi_appliance.auth import Principal, Role
-from luigi_appliance.auth.registry import scheme_of
-from luigi_appliance.auth.session import CSRF_HEADER, SessionAuthenticator, tokens_match
+from luigi_appliance.auth.session import CSRF_HEADER, tokens_match
 from luigi_appliance.luigi_internals.scheduler import task_record
-from luigi_appliance.server.fresh_login import fresh_refusal
+from luigi_appliance.server.fresh_login import fresh_refusal, principals_session
 from luigi_appliance.server.guard import GuardMixin
 from luigi_appliance.server.page_header import STYLE, page_header
 
@@ -374,11 +373,8 @@ class _ApprovalsPage(GuardMixin):
 
     def session_token(self) -> str | None:
         """The CSRF token of the session the request came with (when the principal is its)."""
-        sessions = scheme_of(self.guard.authenticators, SessionAuthenticator)
-        found = sessions.lookup(self.request) if sessions is not None else None
-        if found is None or found[1].principal is not self.principal:
-            return None
-        return found[1].csrf_token
+        session = principals_session(self, self.principal)
+        return session.csrf_token if session is not None else None
 
     def message(self, status: int, title: str, message: str, link: tuple[str, str] | None = None) -> None:
         self.set_status(status)
@@ -488,8 +484,10 @@ class DecisionHandler(ApprovalHandler):
                       status=303)
 
     def _csrf_refusal(self, principal: Principal) -> str | None:
-        """A session's form must carry its token; a password in the request (HTTP Basic) is no
-        cookie a browser resends by itself, and needs none."""
+        """A session's form must carry its token. A request with HTTP Basic needs none here: the
+        appliance never sends browsers a Basic challenge (server/guard.py), so a browser holds no
+        Basic password to resend, and a cross-site POST is refused by the guard before any of this
+        (its Sec-Fetch-Site/Origin check)."""
         expected = self.session_token()
         if expected is None:
             return None

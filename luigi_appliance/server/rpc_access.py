@@ -80,17 +80,24 @@ class RpcAccess:
         refused = task_access.batch_family_refusal(principal, tasks, family_of)
         if refused is not None:
             return refused
+        # Each entry as the ones before it in the batch will have left the scheduler: a task an
+        # earlier entry submits and the gate will hold cannot be reported done by a later one.
+        held_in_batch: set[str] = set()
+        would_hold = getattr(scheduler, "would_hold", None)
         for index, task in enumerate(tasks):
-            held = self._approval_refusal(principal, "add_task", task)
+            held = self._approval_refusal(principal, "add_task", task, frozenset(held_in_batch))
             if held is not None:
                 return index, held
+            if would_hold is not None and would_hold(principal, task):
+                held_in_batch.add(task["task_id"])
         reason = self.bindings.claim(worker, principal.name)
         return None if reason is None else (None, reason)
 
-    def _approval_refusal(self, principal: Principal, method: str, arguments: dict[str, Any]) -> str | None:
+    def _approval_refusal(self, principal: Principal, method: str, arguments: dict[str, Any],
+                          held_in_batch: frozenset[str] = frozenset()) -> str | None:
         """A task that awaits approval may not be reported as running or finished (scheduler/approval_gate.py)."""
         check = getattr(self.scheduler, "approval_refusal", None)
-        return check(principal, method, arguments) if check is not None else None
+        return check(principal, method, arguments, held_in_batch) if check is not None else None
 
     def _task(self, method: str, arguments: dict[str, Any]) -> Any | None:
         return task_access.recorded_task(self.scheduler, arguments.get(task_access.TASK_ARGUMENT.get(method, "")))

@@ -24,7 +24,8 @@ from booted_systemd.guest import Guest, wait_for
 from booted_systemd.rpm_build import release_1, timings
 from rpm_root import DEBIAN_RPM_NOTICE
 
-from conftest import PIPELINES, REPO
+from conftest import PIPELINES
+from luigi_appliance.journald.fields import KINDS
 
 UNIT = "luigi-appliance.service"
 WORKER = "luigi-appliance-worker@diamond.service"
@@ -207,30 +208,26 @@ def test_records_land_in_the_namespace_journal_with_their_fields(guest: Guest) -
                        "--user", "mallory:not-the-password", "--output", "/dev/null", "--write-out", "%{http_code}",
                        "https://127.0.0.1:8082/api/task_list").stdout
     assert status == "401"
-    structured = (REPO / "luigi_appliance" / "journal").is_dir()  # issue 21's native protocol
 
     def mallory() -> list[dict[str, object]]:
         return [r for r in entries(guest, f"_SYSTEMD_UNIT={UNIT}") if "mallory" in str(r.get("MESSAGE"))]
 
     def logged() -> list[dict[str, object]] | None:
         found = mallory()
-        complete = any("Authentication failed for user 'mallory'" in m for m in messages(found)) and (
-            not structured or any("MESSAGE_ID" in r for r in found))
+        complete = (any("Authentication failed for user 'mallory'" in m for m in messages(found))
+                    and any("MESSAGE_ID" in r for r in found))
         return found if complete else None
 
     records = wait_for(logged, POLL, "the failed login in the namespace journal (its log line and audit record)",
                        detail=mallory)
     assert all(r["_NAMESPACE"] == NAMESPACE for r in records)
-    if structured:
-        from luigi_appliance.journal.fields import KINDS
-        audit = [r for r in records if r.get("MESSAGE_ID") == KINDS["login_failure"].message_id]
-        assert len(audit) == 1, records
-        assert audit[0].get("PRINCIPAL") == "mallory" and audit[0].get("OUTCOME") == "failure", audit[0]
-        assert audit[0].get("REMOTE_ADDR") == "127.0.0.1" and audit[0].get("_TRANSPORT") == "journal", audit[0]
-        if guest.path(CATALOG).exists():
-            guest.run("journalctl", "--update-catalog")
-            explained = guest.journal(f"--namespace={NAMESPACE}", "-x", "PRINCIPAL=mallory").stdout
-            assert "Subject: Login failed for mallory from 127.0.0.1" in explained, explained
+    audit = [r for r in records if r.get("MESSAGE_ID") == KINDS["login_failure"].message_id]
+    assert len(audit) == 1, records
+    assert audit[0].get("PRINCIPAL") == "mallory" and audit[0].get("OUTCOME") == "failure", audit[0]
+    assert audit[0].get("REMOTE_ADDR") == "127.0.0.1" and audit[0].get("_TRANSPORT") == "journal", audit[0]
+    guest.run("journalctl", "--update-catalog")
+    explained = guest.journal(f"--namespace={NAMESPACE}", "-x", "PRINCIPAL=mallory").stdout
+    assert "Subject: Login failed for mallory from 127.0.0.1" in explained, explained
     # Nothing the scheduler wrote went to the main journal: there, only PID 1's lines about it.
     assert entries(guest, f"_SYSTEMD_UNIT={UNIT}", namespace=None) == []
     main = guest.journal("-b", "-o", "cat").stdout

@@ -641,7 +641,20 @@ def test_the_batched_run_of_approved_tasks_is_reported_and_keeps_its_approval() 
     s.prune()
     assert [status(s, backfill_id(day=day)) for day in ("1", "2")] == [BATCH_RUNNING, BATCH_RUNNING]
     for request_id in requests:
-        assert g.audit.outcomes(request_id)[-1] == "run_started"
+        # Once: get_work starts the members, the combined task's report is the same run.
+        assert g.audit.outcomes(request_id)[-3:] == ["approval", "approved", "run_started"]
+        assert g.audit.outcomes(request_id).count("run_started") == 1
+
+
+def test_the_combined_task_of_a_handed_out_batch_may_be_reported_running() -> None:
+    """luigi's worker reports a batch under a new combined id: not a gated new task."""
+    g = gated()
+    s = g.scheduler
+    _, reply = approved_batch(g)
+    combined = {"task_id": "Backfill_prod_1_2", "family": BACKFILL, "params": {"env": "prod", "day": "1,2"},
+                "status": RUNNING, "batch_id": reply["batch_id"], "worker": "agent-w"}
+    assert s.approval_refusal(AGENT, "add_task", combined) is None
+    assert s.approval_refusal(AGENT, "add_task", {**combined, "batch_id": "no-such-batch"}) is not None
 
 
 # -- submissions that must not dodge the gate -------------------------------------------------------
@@ -724,9 +737,76 @@ def test_re_enable_of_a_task_the_scheduler_did_not_disable_opens_no_request() ->
     g = gated()
     s = g.scheduler
     failed_after_an_approved_run(g)
-    task = record(s, backfill_id())
-    task.status, task.scheduler_disable_time = DISABLED, None  # disabled by a worker's report
+    s.record_status(record(s, backfill_id()), DISABLED)  # as a worker's DISABLED report does: no disable time
+    assert record(s, backfill_id()).scheduler_disable_time is None
     with calling(AGENT):
         answer = s.re_enable_task(task_id=backfill_id())
     assert "approval_request" not in (answer or {})
+
+
+def test_a_failed_gated_task_reported_done_is_refused_where_mark_as_done_is_gated() -> None:
+    g = gated()
+    s = g.scheduler
+    failed_after_an_approved_run(g)
+    reason = s.approval_refusal(AGENT, "add_task", {"task_id": backfill_id(), "status": DONE})
+    assert reason is not None and "mark_as_done" in reason
+    assert s.approval_refusal(PERSON, "add_task", {"task_id": backfill_id(), "status": DONE}) is None
+    g2 = gated({"prod-backfill": rule(actions=("add_task",))})
+    failed_after_an_approved_run(g2)
+    assert g2.scheduler.approval_refusal(AGENT, "add_task", {"task_id": backfill_id(), "status": DONE}) is None
+
+
+def test_an_add_tasks_batch_cannot_submit_a_gated_task_and_report_it_done() -> None:
+    from luigi_appliance.server.rpc_access import RpcAccess
+
+    g = gated()
+    access = RpcAccess().attach(g.scheduler)
+    submit = {"task_id": backfill_id(), "family": BACKFILL, "params": PROD, "status": PENDING}
+    refused = access.batch_refusal(AGENT, "agent-w", [submit, {**submit, "status": DONE}])
+    assert refused is not None and refused[0] == 1 and "awaits approval" in refused[1]
+    assert access.batch_refusal(PERSON, "pat-w", [submit, {**submit, "status": DONE}]) is None
+
+
+@pytest.mark.parametrize("decider", ["agent", "propose-only"])
+def test_agents_and_propose_only_principals_never_decide(decider: str) -> None:
+    helper = Principal("helper-bot", Role.ADMIN, "local", frozenset({"data-owners"}))
+    settings = ApprovalsSettings(agents=(Selector("user", "copilot"),) + ((Selector("user", "helper-bot"),)
+                                                                        if decider == "agent" else ()),
+                                 propose_only=(Selector("user", "helper-bot"),) if decider == "propose-only" else ())
+    g = gated(settings=settings)
+    s = g.scheduler
+    request_id = held_backfill(g)
+    for break_glass in (False, True):
+        with calling(helper), pytest.raises(ApprovalRefused, match=r"may not decide|may only propose") as refused:
+            s.approve_request(request_id, helper, "ok", break_glass=break_glass)
+        assert refused.value.status == 403
+    with calling(helper), pytest.raises(ApprovalRefused):
+        s.deny_request(request_id, helper, "no")
+    with calling(helper), pytest.raises(ApprovalRefused) as unknown:
+        s.approve_request("apr-000000000000", helper, "ok")
+    assert unknown.value.status == 404
+    assert request_of(s, request_id).state == "pending"
+    with calling(AGENT):
+        s.deny_request(request_id, AGENT, "withdrawn")  # the requester may withdraw, agent or not
+    assert request_of(s, request_id).state == "denied"
+
+
+def test_a_requester_cannot_forgive_their_way_past_a_refusal() -> None:
+    """A rule that gates only add_task: the requester's ungated forgive_failures still applies,
+    but the refused request keeps holding the task; a principal no rule gates releases it."""
+    operator_agent = Principal("copilot", Role.OPERATOR, "local")
+    g = gated({"prod-backfill": rule(actions=("add_task",))})
+    s = g.scheduler
+    request_id = held_backfill(g)
+    with calling(ALICE):
+        s.deny_request(request_id, ALICE, "no")
+    assert status(s, backfill_id()) == FAILED
+    with calling(operator_agent):
+        s.forgive_failures(task_id=backfill_id())
+    assert status(s, backfill_id()) == PENDING and book(s).holds(backfill_id())
+    assert work(s, AGENT, "agent-w")["task_id"] is None
+    s.record_status(record(s, backfill_id()), FAILED)
+    with calling(CAROL):
+        s.forgive_failures(task_id=backfill_id())
+    assert not book(s).holds(backfill_id())
 
