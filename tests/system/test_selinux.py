@@ -767,7 +767,11 @@ PAYLOAD_RULES = [
 # system directories): the module must not claim them.
 PAYLOAD_UNCLAIMED = ("/usr/share/", "/usr/lib/firewalld", "/usr/lib/sysusers.d/", "/usr/lib/tmpfiles.d/",
                      "/etc/logrotate.d/", "/etc/sysconfig/", "/usr/bin/luigi-appliance", "/opt/luigi-appliance",
-                     "/var/lib/selinux/")
+                     "/var/lib/selinux/",
+                     # journald's own configuration and catalog, read by journald and journalctl
+                     "/etc/systemd/journald@luigi-appliance.conf", "/usr/lib/systemd/catalog/",
+                     # the example notification program: bin_t, which the scheduler may execute
+                     "/usr/libexec/luigi-appliance")
 
 
 def test_every_payload_path_gets_its_intended_label(contexts) -> None:
