@@ -128,6 +128,26 @@ def write_config(path: Path, text: str) -> Path:
     return path
 
 
+def scheduler_conf(root: Path, port: int, state_dir: Path, users: Path, extra: str = "",
+                   snapshot_interval: str | None = None) -> Path:
+    """``root``/scheduler.conf of a test scheduler: loopback, its state dir and users file,
+    secrets key and audit trail under ``root``, then ``extra``."""
+    interval = f"snapshot_interval = {snapshot_interval}\n" if snapshot_interval is not None else ""
+    return write_config(root / "scheduler.conf", f"""
+[server]
+listen = 127.0.0.1:{port}
+[state]
+dir = {state_dir}
+{interval}[auth]
+users_file = {users}
+[secrets]
+key_file = {root / 'secret.key'}
+[audit]
+file = {root / 'audit.log'}
+{extra}
+""")
+
+
 @pytest.fixture
 def configured_server(tmp_path: Path):
     """Factory: a scheduler from a real scheduler.conf (users file made with ``user add``)."""
@@ -143,20 +163,7 @@ def configured_server(tmp_path: Path):
             assert result.returncode == 0, result.stderr
             state_dir.mkdir(mode=0o750)
             (state_dir / "admin-password").write_text("admin-password-123\n")
-        conf = write_config(tmp_path / "scheduler.conf", f"""
-[server]
-listen = 127.0.0.1:{port}
-[state]
-dir = {state_dir}
-snapshot_interval = {snapshot_interval}
-[auth]
-users_file = {users}
-[secrets]
-key_file = {tmp_path / 'secret.key'}
-[audit]
-file = {tmp_path / 'audit.log'}
-{extra}
-""")
+        conf = scheduler_conf(tmp_path, port, state_dir, users, extra, snapshot_interval)
         server = Server(["--config", str(conf), "serve"], state_dir, port, tmp_path / "server.log")
         servers.append(server)
         if start:

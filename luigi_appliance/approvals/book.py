@@ -116,12 +116,7 @@ class ApprovalRequest:
 
     def as_dict(self) -> dict[str, Any]:
         """The request as the API, the page and the audit show it."""
-        data = asdict(self)
-        data["requirements"] = [{"rule": r.rule, "approvals": r.approvals, "approvers": [str(s) for s in r.approvers]}
-                                for r in self.requirements]
-        data["missing"] = self.missing()
-        data["summary"] = self.summary()
-        return data
+        return {**_export_request(self), "missing": self.missing(), "summary": self.summary()}
 
 
 def _comment(text: Any, what: str, required: bool) -> str:
@@ -334,6 +329,7 @@ class ApprovalBook:
 
 
 def _export_request(request: ApprovalRequest) -> dict[str, Any]:
+    """The request as plain data: what the snapshot keeps, and the base of ``as_dict``."""
     data = asdict(request)
     data["requirements"] = [{"rule": r.rule, "approvals": r.approvals, "approvers": [str(s) for s in r.approvers]}
                             for r in request.requirements]

@@ -15,7 +15,7 @@ import pytest
 import requests
 from audit_records import caller_records
 
-from conftest import Server, cli, free_port, write_config
+from conftest import Server, cli, free_port, scheduler_conf
 
 CONFIG = """
 [approvals]
@@ -42,19 +42,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         assert result.returncode == 0, result.stderr
     state_dir.mkdir(mode=0o750)
     (state_dir / "admin-password").write_text("admin-password-123\n")
-    conf = write_config(root / "scheduler.conf", f"""
-[server]
-listen = 127.0.0.1:{port}
-[state]
-dir = {state_dir}
-[auth]
-users_file = {users}
-[secrets]
-key_file = {root / 'secret.key'}
-[audit]
-file = {root / 'audit.log'}
-{CONFIG}
-""")
+    conf = scheduler_conf(root, port, state_dir, users, CONFIG)
     scheduler = Server(["--config", str(conf), "serve"], state_dir, port, root / "server.log").start()
     yield scheduler
     scheduler.stop()

@@ -26,7 +26,7 @@ import pytest
 import requests
 from audit_records import caller_records
 
-from conftest import BIN, PIPELINES, Server, free_port, write_config
+from conftest import BIN, PIPELINES, Server, free_port, scheduler_conf
 
 sys.path.insert(0, str(PIPELINES))
 from approval_pipeline import Deploy, Expiring, Flaky, Prepare, Release, Releases
@@ -96,20 +96,7 @@ def scheduler_at(root: Path, users: Path) -> Server:
     state_dir, port = root / "state", free_port()
     state_dir.mkdir(mode=0o750)
     (state_dir / "admin-password").write_text(ADMIN_PASSWORD + "\n")
-    conf = write_config(root / "scheduler.conf", f"""
-[server]
-listen = 127.0.0.1:{port}
-[state]
-dir = {state_dir}
-snapshot_interval = 1
-[auth]
-users_file = {users}
-[secrets]
-key_file = {root / 'secret.key'}
-[audit]
-file = {root / 'audit.log'}
-{CONFIG}
-""")
+    conf = scheduler_conf(root, port, state_dir, users, CONFIG, snapshot_interval="1")
     return Server(["--config", str(conf), "serve"], state_dir, port, root / "server.log")
 
 
