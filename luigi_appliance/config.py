@@ -25,6 +25,7 @@ from luigi_appliance.auth.settings import (
     SessionSettings,
     TokenSettings,
 )
+from luigi_appliance.ha.settings import HA, HaSettings
 from luigi_appliance.history.settings import HISTORY, HistorySettings
 from luigi_appliance.logging_settings import LOGGING, LoggingSettings
 from luigi_appliance.secret_settings import SECRETS
@@ -34,7 +35,7 @@ from luigi_appliance.state_settings import STATE, StateSettings
 
 # Cross-checks run in this order too, after every section is loaded.
 SECTIONS: tuple[Section[Any], ...] = (SERVER, TLS, STATE, AUTH, LDAP, TOKENS, AUDIT, SECRETS, LOGGING, SESSION,
-                                      HISTORY, CLIENT_CERTIFICATES, APPROVALS)
+                                      HISTORY, HA, CLIENT_CERTIFICATES, APPROVALS)
 # Sections whose keys are not declared: luigi's scheduler options (checked against luigi's own
 # parameters), resource limits (any name, a non-negative integer each) and the directory groups.
 FREEFORM_SECTIONS = ("scheduler", "resources", *GROUP_SECTIONS)
@@ -61,6 +62,7 @@ class Settings:
     # (section, key) -> (display value, origin) for ``config show``
     effective: dict[tuple[str, str], tuple[str, str]]
     history: HistorySettings = field(default_factory=HistorySettings)
+    ha: HaSettings = field(default_factory=HaSettings)
     session: SessionSettings = field(default_factory=SessionSettings)
     client_certificates: ClientCertificateSettings = field(default_factory=ClientCertificateSettings)
     # [oidc.NAME] NAME -> its settings, in the order of the files.

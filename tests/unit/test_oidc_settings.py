@@ -78,7 +78,7 @@ roles = issuer:corp -> admin
         f"{conf}:6: [oidc.plain] issuer: expected the issuer's https URL (e.g. "
         "https://idp.example.org/realms/acme), got 'http://sso.example.org'",
         f"{conf}:7: [oidc]: unknown section; did you mean 'oidc.NAME'? (expected one of approval.NAME, "
-        "approvals, audit, auth, client_certificates, families, history, ldap, logging, oidc.NAME, resources, "
+        "approvals, audit, auth, client_certificates, families, ha, history, ldap, logging, oidc.NAME, resources, "
         "roles, scheduler, secrets, server, session, state, tls, tokens)",
         f"{conf}:8: [oidc.9lives]: expected [oidc.NAME] with a NAME of lower-case letters, digits, _ and - "
         "starting with a letter, got [oidc.9lives]",
