@@ -30,6 +30,7 @@ import os
 import pickle
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,15 +121,22 @@ class SignedSnapshotFile:
             return None
         except OSError as exc:
             raise StateError(f"cannot read state snapshot {self.path}: {exc.strerror}") from exc
+        return self.decode_blob(blob, on_rejected=self.quarantine)
+
+    def decode_blob(self, blob: bytes, on_rejected: Callable[[str], None] | None = None) -> Any | None:
+        """The verified, unpickled state in ``blob`` (as ``encode`` made it), or None when it is
+        rejected: ``on_rejected`` is told why (by default it is logged at ERROR)."""
         reason = self._verify(blob)
-        if reason is not None:
-            self.quarantine(reason)
-            return None
-        try:
-            return pickle.loads(blob[_HEADER + _MAC_LEN:])  # noqa: S301 - only after the MAC verified
-        except Exception as exc:  # signed by us, but written by an incompatible version
-            self.quarantine(f"signed snapshot could not be decoded ({type(exc).__name__})")
-            return None
+        if reason is None:
+            try:
+                return pickle.loads(blob[_HEADER + _MAC_LEN:])  # noqa: S301 - only after the MAC verified
+            except Exception as exc:  # signed by us, but written by an incompatible version
+                reason = f"signed snapshot could not be decoded ({type(exc).__name__})"
+        if on_rejected is None:
+            log.error("REFUSED a state snapshot: %s. It was NOT loaded", reason)
+        else:
+            on_rejected(reason)
+        return None
 
     def _verify(self, blob: bytes) -> str | None:
         if len(blob) < _HEADER + _MAC_LEN or blob[:len(MAGIC)] != MAGIC:

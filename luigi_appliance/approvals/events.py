@@ -5,6 +5,8 @@ and outcome are linked in the trail."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from luigi_appliance.approvals.book import ApprovalRequest
@@ -40,9 +42,22 @@ class ApprovalEvents:
     def __init__(self, audit: AuditSink | None = None, notifier: Notifier | None = None):
         self.audit = audit
         self.notifier = notifier
+        self._muted = 0
+
+    @contextmanager
+    def muted(self) -> Iterator[None]:
+        """Emit nothing in the body: a standby replaying the leader's calls (ha/replay.py), whose
+        events the leader already logged, audited and notified."""
+        self._muted += 1
+        try:
+            yield
+        finally:
+            self._muted -= 1
 
     def emit(self, event: str, request: ApprovalRequest, *, principal: str | None, source: str = "",
              comment: str | None = None, **fields: Any) -> None:
+        if self._muted:
+            return
         log.log(LEVELS.get(event, logging.INFO), "Approval %s %s: %s %s of %s by %s%s", request.id, event,
                 request.action, request.family, request.task_id, principal or "the scheduler",
                 f": {comment}" if comment else "")

@@ -10,7 +10,8 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -148,6 +149,28 @@ class LuigiScheduler(luigi.scheduler.Scheduler):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._retry_policies: dict[Any, Any] = {}
+        self._history_muted = False
+        # What the resources were before any update_resource(s): an empty state's (ha/state_payload.py).
+        self.configured_resources = dict(self._resources) if self._resources is not None else None
+
+    @contextmanager
+    def replaying(self) -> Iterator[None]:
+        """Tell nobody outside of the state what the body changes: no task history, no e-mails
+        (luigi's disable notice, the batched failure mails). A standby applying the leader's
+        calls (ha/replay.py): the leader told them already."""
+        muted_history, self._history_muted = self._history_muted, True
+        notifications = luigi.scheduler.notifications
+        luigi.scheduler.notifications = _NO_NOTIFICATIONS  # type: ignore[assignment]
+        batcher = getattr(self, "_email_batcher", None)
+        if batcher is not None:
+            self._email_batcher = _NoEmails()
+        try:
+            yield
+        finally:
+            self._history_muted = muted_history
+            luigi.scheduler.notifications = notifications
+            if batcher is not None:
+                self._email_batcher = batcher
 
     def may_schedule(self, task: Any) -> bool:
         """Whether get_work may hand out ``task`` to the caller (luigi's own checks passed)."""
@@ -171,7 +194,8 @@ class LuigiScheduler(luigi.scheduler.Scheduler):
         """luigi 3.8.1's add_task, statement for statement, except that it builds a Task for the
         task and for each dependency only when the state lacks it (luigi builds both on every
         call and throws them away, the larger part of an add_task's cost), shares RetryPolicy
-        objects, and tells the hooks deps_grown and stakeholder_added (the index's)."""
+        objects, tells the hooks deps_grown and stakeholder_added (the index's), and makes the
+        placeholders of new dependencies in id order."""
         assert worker is not None
         worker_id = worker
         worker = self._update_worker(worker_id)
@@ -280,7 +304,9 @@ class LuigiScheduler(luigi.scheduler.Scheduler):
 
             # Task dependencies might not exist yet. Let's create dummy tasks for them for now.
             # Otherwise the task dependencies might end up being pruned if scheduling takes a long time
-            for dep in task.deps or []:
+            # (luigi walks the set as it iterates, which differs between processes: in id order here,
+            # so that an [ha] standby makes the placeholders in the leader's order, ha/replay.py)
+            for dep in sorted(task.deps, key=str) if task.deps else ():
                 t = state.get_task(dep)
                 if t is None:
                     placeholder = self._make_task(task_id=dep, status=UNKNOWN, deps=None, priority=priority)
@@ -417,6 +443,19 @@ class LuigiScheduler(luigi.scheduler.Scheduler):
     def paused(self) -> bool:
         return self._paused
 
+    @paused.setter
+    def paused(self, value: bool) -> None:
+        self._paused = value
+
+    @property
+    def resource_capacities(self) -> dict[str, Any] | None:
+        """The resources' capacities (update_resource(s) change them), as luigi keeps them."""
+        return self._resources
+
+    @resource_capacities.setter
+    def resource_capacities(self, value: dict[str, Any] | None) -> None:
+        self._resources = value
+
     def update_worker(self, worker_id: str, worker_reference: Any = None, get_work: bool = False) -> Any:
         """luigi's record of ``worker_id``, marked active now (made if new)."""
         return self._update_worker(worker_id, worker_reference, get_work=get_work)
@@ -445,7 +484,8 @@ class LuigiScheduler(luigi.scheduler.Scheduler):
 
     def _update_task_history(self, task: Any, status: str, host: Any = None) -> None:
         # luigi reports every status change of a task here (add_task, get_work, forgive, mark done).
-        super()._update_task_history(task, status, host=host)
+        if not self._history_muted:
+            super()._update_task_history(task, status, host=host)
         self.status_reported(task, status)
 
     def status_reported(self, task: Any, status: str) -> None:
@@ -455,3 +495,20 @@ class LuigiScheduler(luigi.scheduler.Scheduler):
         """Set ``task``'s status as luigi's own RPCs do: also reported to the task history."""
         self._state.set_status(task, status, self._config)
         self.record_history(task, status)
+
+
+class _NoEmails:
+    """luigi's BatchNotifier while replaying: collects and sends nothing."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
+class _NoNotifications:
+    """luigi.notifications while replaying: sends nothing."""
+
+    def send_error_email(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_NO_NOTIFICATIONS = _NoNotifications()

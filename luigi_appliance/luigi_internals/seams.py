@@ -23,6 +23,8 @@ SEAMS: tuple[Seam, ...] = (
     # scheduler.py: the scheduler's records, its state tuple, its scheduling hook, its status change.
     Seam("luigi.scheduler:Scheduler", "_state", "instance attribute", "the task records (SimpleTaskState)"),
     Seam("luigi.scheduler:Scheduler", "_config", "instance attribute", "set_status needs the scheduler config"),
+    Seam("luigi.scheduler:Scheduler", "_resources", "instance attribute",
+         "HA snapshot: resource capacities update_resource(s) changed"),
     Seam("luigi.scheduler:Scheduler", "_schedulable", "method", "get_work's per-task check: families"),
     Seam("luigi.scheduler:Scheduler", "_update_task_history", "method", "a status change reaches the history"),
     Seam("luigi.scheduler:Scheduler", "_make_task", "instance attribute", "tasks are made as IndexedTask"),

@@ -41,11 +41,16 @@ class Approvals:
     """The gates of one scheduler: rules, the request book and where events go."""
 
     def __init__(self, rules: ApprovalRules, events: ApprovalEvents | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] | None = None):
         self.rules = rules
         self.book = ApprovalBook()
         self.events = events or ApprovalEvents()
-        self.clock = clock
+        self.clock = clock or _now
+
+
+def _now() -> float:
+    # This module's time, looked up at each call: a journalled call pins it (luigi_internals/clock.py).
+    return time.time()
 
 
 class ApprovalGated(LuigiScheduler):

@@ -9,11 +9,13 @@ from typing import Any
 from luigi_appliance.scheduler.approval_gate import ApprovalGated
 from luigi_appliance.scheduler.cycles import CycleFailing
 from luigi_appliance.scheduler.families import FamilyScoped
+from luigi_appliance.scheduler.journalled import Journalled
 from luigi_appliance.scheduler.work import IndexedScheduler
 
 
-class Scheduler(CycleFailing, ApprovalGated, FamilyScoped, IndexedScheduler):
-    """luigi's Scheduler that fails tasks caught in a dependency cycle, with the cycle as reason
+class Scheduler(Journalled, CycleFailing, ApprovalGated, FamilyScoped, IndexedScheduler):
+    """luigi's Scheduler that journals every state change when it leads an [ha] pair
+    (journalled.py), fails tasks caught in a dependency cycle, with the cycle as reason
     (cycles.py), keeps tasks that await approval from get_work (approval_gate.py), hands out work
     only by the caller's families (families.py), and answers get_work
     and count_pending from incrementally kept indexes (work.py, index.py).

@@ -11,6 +11,9 @@ principal may hold at most ``per_principal`` ids and the table ``total``; when a
 exceed a limit, the bindings of workers the scheduler no longer knows (luigi pruned them after
 ``worker_disconnect_delay`` without a ping) are dropped first, and if that frees nothing the new
 id is refused. A live worker's binding only goes when an operator releases it.
+
+With [ha] the leader's ``listener`` hears every binding made and released, for the journal; a
+standby applies them with ``replayed`` (ha/replay.py).
 """
 
 from __future__ import annotations
@@ -25,7 +28,11 @@ class WorkerBindings:
     """worker id -> principal name, with per-principal and global limits."""
 
     def __init__(self, is_live: Callable[[str], bool] | None = None,
-                 per_principal: int = MAX_PER_PRINCIPAL, total: int = MAX_TOTAL) -> None:
+                 per_principal: int = MAX_PER_PRINCIPAL, total: int = MAX_TOTAL,
+                 listener: Callable[[str, str, str], None] | None = None) -> None:
+        # Told ("bind" | "release", worker id, principal) of each change claim and release make
+        # (not of load): the [ha] leader journals them.
+        self.listener = listener
         # Without a scheduler to ask, every bound worker counts as live: nothing is ever dropped.
         self._is_live = is_live or (lambda worker_id: True)
         self._per_principal = per_principal
@@ -54,17 +61,26 @@ class WorkerBindings:
             if len(self._owners) >= self._total:
                 return f"the scheduler already has {self._total} worker ids bound to live workers (global limit)"
         self._bind(worker_id, principal)
+        if self.listener is not None:
+            self.listener("bind", worker_id, principal)
         return None
 
     def release(self, worker_id: str) -> str | None:
         """Forget ``worker_id``'s binding; returns the principal it was bound to, if any."""
-        principal = self._owners.pop(worker_id, None)
-        if principal is not None:
-            ids = self._by_principal[principal]
-            ids.discard(worker_id)
-            if not ids:
-                del self._by_principal[principal]
+        principal = self._drop(worker_id)
+        if principal is not None and self.listener is not None:
+            self.listener("release", worker_id, principal)
         return principal
+
+    def replayed(self, op: str, worker_id: str, principal: str) -> None:
+        """Apply a change the leader's listener heard ("bind" or "release"): no limits (the leader
+        applied them), and the listener is not told."""
+        if op == "bind":
+            if self._owners.get(worker_id) not in (None, principal):
+                self._drop(worker_id)
+            self._bind(worker_id, principal)
+        else:
+            self._drop(worker_id)
 
     def export(self) -> dict[str, str]:
         """A copy of the table, for the state snapshot."""
@@ -84,6 +100,15 @@ class WorkerBindings:
     def _bind(self, worker_id: str, principal: str) -> None:
         self._owners[worker_id] = principal
         self._by_principal.setdefault(principal, set()).add(worker_id)
+
+    def _drop(self, worker_id: str) -> str | None:
+        principal = self._owners.pop(worker_id, None)
+        if principal is not None:
+            ids = self._by_principal[principal]
+            ids.discard(worker_id)
+            if not ids:
+                del self._by_principal[principal]
+        return principal
 
     def _drop_dead(self, worker_ids: Iterable[str]) -> None:
         for worker_id in worker_ids:
