@@ -93,11 +93,13 @@ RPC_METHODS: dict[str, MethodRule] = {
 @dataclass(frozen=True)
 class RouteRule:
     """``role`` None: no authentication (the health check, the login and logout forms).
-    ``api``: per-method rules apply."""
+    ``api``: per-method rules apply. ``standby``: also answered by an [ha] standby (health and
+    metrics); every other route answers 503 there, naming the leader."""
 
     role: Role | None
     methods: frozenset[str]
     api: bool = False
+    standby: bool = False
 
 
 _READ_ONLY = frozenset({"GET", "HEAD"})
@@ -125,9 +127,9 @@ ROUTES: dict[str, RouteRule] = {
     # The appliance's history API for scripts, the writer's status and its metrics.
     "/history/api/events$": RouteRule(Role.VIEWER, _READ_ONLY),
     "/history/api/status$": RouteRule(Role.VIEWER, _READ_ONLY),
-    "/history/metrics$": RouteRule(Role.METRICS, _READ_ONLY),
+    "/history/metrics$": RouteRule(Role.METRICS, _READ_ONLY, standby=True),
     # The scheduler's metrics (metrics/): counts and timings only, so a scrape account may read them.
-    "/metrics$": RouteRule(Role.METRICS, _READ_ONLY),
+    "/metrics$": RouteRule(Role.METRICS, _READ_ONLY, standby=True),
     "/static/(.*)$": RouteRule(Role.VIEWER, _READ_ONLY),
     "/(favicon\\.ico)$": RouteRule(Role.VIEWER, _READ_ONLY),
     "/(robots\\.txt)$": RouteRule(Role.VIEWER, _READ_ONLY),
@@ -137,7 +139,10 @@ ROUTES: dict[str, RouteRule] = {
     # Luigi's scripts with task fields rendered as text (server/visualiser.py SCRIPT_PATCHES).
     "/static/visualiser/js/visualiserApp\\.js$": RouteRule(Role.VIEWER, _READ_ONLY),
     "/static/visualiser/js/graph\\.js$": RouteRule(Role.VIEWER, _READ_ONLY),
-    "/healthz$": RouteRule(None, _READ_ONLY),
+    "/healthz$": RouteRule(None, _READ_ONLY, standby=True),
+    # 200 on the [ha] leader (a lone scheduler leads), 503 elsewhere: for keepalived's track
+    # script, Pacemaker and load balancers. Role, epoch and journal lag only; no task data.
+    "/healthz/leader$": RouteRule(None, _READ_ONLY, standby=True),
     # Bearer tokens for workers and scrape accounts (any role: a token carries the role). No
     # authentication here because a token exchange (RFC 8693) carries no credential the guard
     # knows: the handler (server/token.py) authenticates each grant itself, the name and password

@@ -67,6 +67,8 @@ _KINDS = (
     # Not audit lines: log lines that carry the id (state.py, history/writer.py).
     EventKind("snapshot_refused", "ad9d159f53ce4033b9f3c8d4792223a2", logging.CRITICAL, True),
     EventKind("history_degraded", "ce497cacd4a24b05939132d50e238941", logging.ERROR, True),
+    # An [ha] node took over or stepped down (ha/node.py; also its "ha" audit line).
+    EventKind("ha_failover", "4c3b7e0f1a9d4f6e8b2a5d7c9e1f3a08", logging.WARNING, True),
 )
 KINDS: dict[str, EventKind] = {kind.name: kind for kind in _KINDS}
 
@@ -86,6 +88,7 @@ _AUDIT_KINDS: dict[str, dict[str, str]] = {
     "worker_release": {"refused": "action_refused", "*": "worker_release"},
     "audit_checkpoint": {"*": "audit_checkpoint"},
     "audit_damaged_tail": {"*": "audit_damaged_tail"},
+    "ha": {"*": "ha_failover"},
 }
 
 

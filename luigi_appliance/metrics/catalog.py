@@ -82,6 +82,18 @@ METRICS: tuple[Metric, ...] = (
     Metric(PREFIX + "audit_records_total", Kind.COUNTER, "records appended to the audit trail"),
     Metric(PREFIX + "audit_checkpoints_total", Kind.COUNTER, "signed checkpoints written to the audit trail"),
     Metric(PREFIX + "audit_write_failures_total", Kind.COUNTER, "writes of the audit file that failed"),
+    # High availability ([ha], ha/node.py); a scheduler without [ha] leads alone at epoch 0.
+    Metric(PREFIX + "ha_role", Kind.GAUGE, "1 for this node's role (starting, standby, promoting, leader, fenced)",
+           ("role",)),
+    Metric(PREFIX + "ha_epoch", Kind.GAUGE, "the lease epoch this node last held or saw"),
+    Metric(PREFIX + "ha_journal_lag_records", Kind.GAUGE, "journal records the standby has not applied yet"),
+    Metric(PREFIX + "ha_journal_lag_seconds", Kind.GAUGE, "age of the last applied record while records wait"),
+    Metric(PREFIX + "ha_failovers_total", Kind.COUNTER, "times this node took the lease over from another node"),
+    Metric(PREFIX + "ha_journal_records_total", Kind.COUNTER, "state changes this node journalled as leader"),
+    Metric(PREFIX + "ha_replay_divergences_total", Kind.COUNTER,
+           "journal records whose get_work answer differed on this standby from the leader's"),
+    Metric(PREFIX + "ha_journal_commit_seconds", Kind.HISTOGRAM,
+           "time one group commit of journal records took in PostgreSQL"),
 )
 
 # prometheus_client's ProcessCollector adds process_cpu_seconds_total, process_resident_memory_bytes,

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 import luigi_appliance
 from luigi_appliance.audit.trail import AuditStats
 from luigi_appliance.auth.throttle import LoginThrottle
+from luigi_appliance.ha.status import ROLES, NodeStatus
 from luigi_appliance.history.metrics import HistoryCollector
 from luigi_appliance.history.status import HistoryStatus
 from luigi_appliance.metrics.catalog import BY_NAME, PREFIX, Kind
@@ -116,6 +117,24 @@ def logins(throttle: LoginThrottle | None) -> Collector:
     return _Each(("lockouts_total", "locked_out"), make)
 
 
+def high_availability(status: Callable[[], NodeStatus]) -> Collector:
+    """``ha_*`` from the node's status ([ha]; a lone scheduler: leader at epoch 0)."""
+    names = ("ha_role", "ha_epoch", "ha_journal_lag_records", "ha_journal_lag_seconds", "ha_failovers_total",
+             "ha_journal_records_total", "ha_replay_divergences_total")
+
+    def make() -> list[Family]:
+        now = status()
+        role = family("ha_role")
+        for name in ROLES:
+            role.add_metric([name], 1 if now.role == name else 0)
+        return [role, single("ha_epoch", now.epoch), single("ha_journal_lag_records", now.lag_records),
+                single("ha_journal_lag_seconds", now.lag_seconds), single("ha_failovers_total", now.failovers),
+                single("ha_journal_records_total", now.journalled),
+                single("ha_replay_divergences_total", now.divergences)]
+
+    return _Each(names, make)
+
+
 @dataclass(frozen=True)
 class Sources:
     """What the scrape-time collectors read, in the running scheduler."""
@@ -125,6 +144,7 @@ class Sources:
     snapshots: SnapshotStats
     audit: AuditStats
     throttle: LoginThrottle | None
+    ha: Callable[[], NodeStatus]
 
 
 def collectors(sources: Sources) -> list[Collector]:
@@ -132,4 +152,4 @@ def collectors(sources: Sources) -> list[Collector]:
     CPU, memory and file descriptors (catalog.PROCESS_METRICS)."""
     return [build_info(), scheduler_state(sources.scheduler), HistoryCollector(sources.history),
             snapshots(sources.snapshots), audit(sources.audit), logins(sources.throttle),
-            ProcessCollector(registry=None)]
+            high_availability(sources.ha), ProcessCollector(registry=None)]

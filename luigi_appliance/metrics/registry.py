@@ -79,8 +79,10 @@ class SchedulerMetrics:
         self._auth_successes = _counter("auth_successes_total")
         self._auth_failures = _counter("auth_failures_total")
         self._tokens_issued = _counter("tokens_issued_total")
+        self._journal_commits = _histogram("ha_journal_commit_seconds")
         self.add(_WithoutCreated([self._rpc_requests, self._rpc_duration, self._get_work_duration,
-                                  self._auth_successes, self._auth_failures, self._tokens_issued]))
+                                  self._auth_successes, self._auth_failures, self._tokens_issued,
+                                  self._journal_commits]))
 
     def add(self, collector: Collector) -> None:
         """Serve ``collector``'s families too (names are checked against the others' at once)."""
@@ -95,6 +97,10 @@ class SchedulerMetrics:
     def get_work_timed(self, seconds: float) -> None:
         """The scheduling core chose (or did not find) a task for get_work in ``seconds``."""
         self._get_work_duration.observe(seconds)
+
+    def journal_committed(self, records: int, seconds: float) -> None:
+        """One [ha] group commit of ``records`` journal records took ``seconds``."""
+        self._journal_commits.observe(seconds)
 
     def auth_succeeded(self, backend: str) -> None:
         self._auth_successes.labels(backend=backend).inc()

@@ -32,7 +32,8 @@ from luigi_appliance.server import (
     workers,
 )
 from luigi_appliance.server.client_address import ClientAddresses
-from luigi_appliance.server.guard import GuardContext, HealthHandler, NotFoundHandler, guarded
+from luigi_appliance.server.guard import GuardContext, HealthHandler, LeaderHealthHandler, NotFoundHandler, guarded
+from luigi_appliance.server.leadership import Leadership, Solo
 from luigi_appliance.server.page_header import SETTING as PAGE_HEADER
 from luigi_appliance.server.page_header import Banner, PageHeader
 from luigi_appliance.server.rpc_access import RpcAccess
@@ -56,12 +57,14 @@ def build_app(scheduler: Any, authenticators: list[Any], *, tls: bool, hsts_max_
               banner: Banner | None = None,
               metrics: SchedulerMetrics | None = None,
               oidc: OidcVerifier | None = None,
-              fresh_login_window: float = 900.0) -> tornado.web.Application:
+              fresh_login_window: float = 900.0,
+              leadership: Leadership | None = None) -> tornado.web.Application:
     """Luigi's Tornado app with every route guarded. Fails if luigi has a route we do not classify.
 
     With ``metrics``, /metrics serves its registry (instead of luigi's collector) and the guard
     counts and times every RPC in it. ``fresh_login_window``: how old a browser login may be to
-    decide an approval ([approvals] fresh_login)."""
+    decide an approval ([approvals] fresh_login). ``leadership``: the [ha] node deciding whether
+    this scheduler serves (None: it always does)."""
     stock = luigi_app(scheduler)
     # The credential schemes bring their routes: browser login (/login, /logout) with the session
     # scheme, the token exchange (/auth/token) with the bearer scheme.
@@ -76,6 +79,7 @@ def build_app(scheduler: Any, authenticators: list[Any], *, tls: bool, hsts_max_
                   *metrics_handler.routes(metrics.registry if metrics is not None else None)]
     front = [(pattern, guarded(handler, rule_for(pattern + "$")), kwargs) for pattern, handler, kwargs in own_routes]
     front.append((r"/healthz", guarded(HealthHandler, rule_for("/healthz$")), {"checks": list(health_checks or [])}))
+    front.append((r"/healthz/leader", guarded(LeaderHealthHandler, rule_for("/healthz/leader$")), {}))
     # The appliance's history pages take over luigi's URLs (front rules are matched first).
     front += [(pattern, guarded(handler, rule_for(pattern + "$")), kwargs)
               for pattern, handler, kwargs in history_routes or []]
@@ -86,7 +90,7 @@ def build_app(scheduler: Any, authenticators: list[Any], *, tls: bool, hsts_max_
         default_handler_class=guarded(NotFoundHandler, policy.FALLBACK),
         appliance_guard=GuardContext(list(authenticators), hsts_max_age, csp, tls,
                                      (rpc_access or RpcAccess()).attach(scheduler),
-                                     client_addresses or ClientAddresses(), metrics),
+                                     client_addresses or ClientAddresses(), metrics, leadership or Solo()),
         serve_traceback=False,
         # What the HTML pages show around their content (server/page_header.py, task_failures.py).
         **{PAGE_HEADER: PageHeader(banner, sessions), task_failures.SETTING: task_failures.lookup_for(scheduler),

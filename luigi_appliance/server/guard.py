@@ -7,6 +7,7 @@ code sees the request. Decisions come from ``luigi_appliance.policy``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from luigi_appliance.auth.context import Caller, current_caller
 from luigi_appliance.metrics.registry import API_PREFIX, SchedulerMetrics
 from luigi_appliance.policy import MethodRule, RouteRule
 from luigi_appliance.server.client_address import ClientAddresses
+from luigi_appliance.server.leadership import Leadership, NotLeader, Solo, standby_refusal
 from luigi_appliance.server.rpc_access import BadArguments, RpcAccess, parse_arguments
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,8 @@ class GuardContext:
     client_addresses: ClientAddresses = field(default_factory=ClientAddresses)
     # Counts and times every RPC, and the tokens issued (metrics/registry.py); None: not counted.
     metrics: SchedulerMetrics | None = None
+    # Whether this node serves, and when its changes are journalled ([ha]; server/leadership.py).
+    leadership: Leadership = field(default_factory=Solo)
     headers: dict[str, str] = field(init=False)
 
     @property
@@ -132,6 +136,10 @@ class GuardMixin(tornado.web.RequestHandler):
     principal: Principal | None = None
     # Set for an RPC once its method is known: audited in on_finish when it mutates.
     rpc_call: tuple[str, MethodRule, dict[str, Any]] | None = None
+    # The journal's count when the request arrived, and the reply held until its changes commit.
+    _journal_mark = 0
+    _held_reply: asyncio.Future | None = None
+    _reply_released = False
 
     @property
     def guard(self) -> GuardContext:
@@ -152,6 +160,9 @@ class GuardMixin(tornado.web.RequestHandler):
             self._refuse(auth_refusal(exc))
         except Refused as refusal:
             self._refuse(refusal)
+        # Last, with no await before the handler runs: what is appended from here on is this
+        # request's own doing (a read appends nothing and is never held).
+        self._journal_mark = self.guard.leadership.appended()
 
     def _refuse(self, refusal: Refused) -> None:
         # send_error() clears headers first, so write_error() sets the refusal's own.
@@ -160,6 +171,12 @@ class GuardMixin(tornado.web.RequestHandler):
     async def _check(self) -> None:
         rule = self.route_rule
         method = self.request.method or ""
+        leadership = self.guard.leadership
+        # Before authentication: a standby neither loads its directory nor answers from a state
+        # that may be behind; it names the leader (clients follow it, keepalived moves the VIP).
+        if not rule.standby and not leadership.serving():
+            reason, headers = standby_refusal(leadership.status())
+            raise Refused(503, reason, headers)
         if method not in rule.methods:
             raise Refused(405, "method not allowed", {"Allow": ", ".join(sorted(rule.methods))})
         # Before the role test: the unauthenticated login and logout forms are POSTed too.
@@ -216,6 +233,42 @@ class GuardMixin(tornado.web.RequestHandler):
             log.warning("Refused RPC %s for %s: %s", name, principal.name, refusal)
             raise Refused(403, refusal)
 
+    def finish(self, chunk: str | bytes | dict | None = None) -> asyncio.Future:
+        """Send the reply, but only once the journal holds the state changes made while serving
+        it ([ha]): an acknowledged change survives the loss of this node. Reads append nothing
+        and go out at once; so does everything without [ha]."""
+        if self._held_reply is not None and not self._reply_released:
+            return self._held_reply  # Tornado's own finish() after the handler returned
+        if (not self._reply_released and self._acknowledges_changes()
+                and self.guard.leadership.appended() > self._journal_mark):
+            if chunk is not None:
+                self.write(chunk)
+            self._held_reply = asyncio.ensure_future(self._finish_when_committed())
+            return self._held_reply
+        return super().finish(chunk)
+
+    def _acknowledges_changes(self) -> bool:
+        """Whether the reply acknowledges state changes. A read may append too (luigi's reads
+        prune, the approvals page expires requests), but nobody was promised those: a read's
+        reply never waits for the journal."""
+        if self.request.method in ("GET", "HEAD"):
+            return False
+        return self.rpc_call is None or self.rpc_call[1].mutates
+
+    async def _finish_when_committed(self) -> None:
+        try:
+            await self.guard.leadership.committed()
+        except NotLeader as exc:
+            # Nothing was acknowledged: the client retries on the leader (luigi retries a 503).
+            log.warning("Not acknowledging %s %s: %s", self.request.method, self.request.path, exc)
+            self._reply_released = True
+            reason, headers = standby_refusal(self.guard.leadership.status())
+            self.clear()
+            self.send_error(503, reason_text=f"{exc}; {reason}", extra_headers=headers)
+            return
+        self._reply_released = True
+        await super().finish()
+
     def on_finish(self) -> None:
         metrics = self.guard.metrics
         if metrics is not None and self.request.path.startswith(API_PREFIX):
@@ -261,6 +314,19 @@ class HealthHandler(GuardMixin):
         healthy = all(check() for check in self._checks)
         self.set_header("Content-Type", "text/plain; charset=UTF-8")
         self.finish("ok\n" if healthy else "degraded\n")
+
+    head = get
+
+
+class LeaderHealthHandler(GuardMixin):
+    """``/healthz/leader``: 200 on the leader, 503 on every other node, with the node's role,
+    epoch, leader and journal lag as JSON (no task data: it is unauthenticated)."""
+
+    def get(self) -> None:
+        status = self.guard.leadership.status()
+        self.set_status(200 if status.leading and self.guard.leadership.serving() else 503)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps(status.as_json()))
 
     head = get
 

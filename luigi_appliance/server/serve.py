@@ -34,6 +34,7 @@ from luigi_appliance.auth.oidc.issuers import issuers_for
 from luigi_appliance.auth.registry import SchemeContext, credential_schemes
 from luigi_appliance.config import Settings
 from luigi_appliance.errors import ApplianceError
+from luigi_appliance.ha.node import HaNode
 from luigi_appliance.history.runtime import HistoryRuntime
 from luigi_appliance.luigi_internals.scheduler import is_live_worker, prometheus_registry
 from luigi_appliance.metrics.collectors import Sources, collectors
@@ -43,6 +44,7 @@ from luigi_appliance.scheduler.approval_gate import Approvals
 from luigi_appliance.server.app import build_app
 from luigi_appliance.server.certificate import ServerCertificate
 from luigi_appliance.server.client_address import ClientAddresses
+from luigi_appliance.server.leadership import Leadership, Solo
 from luigi_appliance.server.lifecycle import Component, Components, Hooks
 from luigi_appliance.server.limits import DRAIN_LIMIT, BodyLimit
 from luigi_appliance.server.page_header import banner_of
@@ -50,6 +52,7 @@ from luigi_appliance.server.rpc_access import RpcAccess
 from luigi_appliance.server.snapshots import Snapshotter
 from luigi_appliance.server.state_dir import open_store, prepare_state_dir
 from luigi_appliance.server.worker_bindings import WorkerBindings
+from luigi_appliance.state_settings import read_hmac_key
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +114,14 @@ class _Housekeeping(Component):
 
     name = "housekeeping"
 
-    def __init__(self, scheduler: Scheduler):
-        self._timers = [PeriodicCallback(scheduler.prune, PRUNE_INTERVAL_MS)]
+    def __init__(self, scheduler: Scheduler, leadership: Leadership):
+        def prune() -> None:
+            # Only the leader prunes (a journalled change, scheduler/journalled.py): a standby
+            # applies the leader's prunes with the leader's clock.
+            if leadership.serving():
+                scheduler.prune()
+
+        self._timers = [PeriodicCallback(prune, PRUNE_INTERVAL_MS)]
         watchdog = systemd.watchdog_interval()
         if watchdog:
             # Pinged from the loop itself: a wedged loop stops the pings and systemd restarts us.
@@ -175,19 +184,29 @@ class _Server:
         self.scheduler = _make_scheduler(settings, self.history, self.metrics)
         # Who owns which worker id; a binding of a worker luigi still knows is never dropped.
         self.bindings = WorkerBindings(functools.partial(is_live_worker, self.scheduler))
-        restored = self.store.load()
-        if restored is not None:
-            state.restore(self.scheduler, restored)
-            self.bindings.load(restored.worker_bindings)
         self.audit = open_audit_log(settings)
         self.components.add(Hooks("audit", on_close=self.audit.close))  # closed last: the others may still audit
+        # [ha]: the state lives in PostgreSQL (snapshot + journal), loaded by the node once the
+        # loop runs; without it, in the signed snapshot file of the state directory.
+        self.ha = self._ha_node(settings) if settings.ha.enabled else None
+        self.leadership: Leadership = self.ha if self.ha is not None else Solo()
+        if self.ha is None:
+            restored = self.store.load()
+            if restored is not None:
+                state.restore(self.scheduler, restored)
+                self.bindings.load(restored.worker_bindings)
         if self.scheduler.approvals is not None:
             self._wire_approvals(self.scheduler.approvals)
         # Names and passwords, checked by the [auth] backends (auth/registry.py) in their order.
         self.authenticator = password_authenticator(settings, self.audit, self.metrics)
         self.components.add(Hooks("passwords", on_close=self.authenticator.close))
         self.tls = ServerCertificate.for_settings(settings)
-        self.snapshotter = Snapshotter(self.scheduler, self.store, self.bindings, settings.state.snapshot_interval)
+        # With [ha] the node's compaction writes the snapshots (into PostgreSQL) instead.
+        self.snapshotter: Snapshotter | None = None
+        snapshot_stats = self.ha.snapshot_stats if self.ha is not None else None
+        if snapshot_stats is None:
+            self.snapshotter = Snapshotter(self.scheduler, self.store, self.bindings, settings.state.snapshot_interval)
+            snapshot_stats = self.snapshotter.stats
         # Session cookie, bearer token, Basic (auth/registry.py SCHEMES); every password any of
         # them takes goes through the same check. On reload sessions end (they carry the role
         # they had at login), bearer re-reads its keys, and Basic its backends: a new account
@@ -204,10 +223,13 @@ class _Server:
         self.components.add(Hooks("history", on_start=self.history.start, on_close=self.history.close,
                                   on_healthy=self.history.healthy))
         # Closed before the history (its final snapshot first) and after the listener.
-        self.components.add(self.snapshotter)
-        self.components.add(_Housekeeping(self.scheduler))
-        for collector in collectors(Sources(self.scheduler, self.history.status, self.snapshotter.stats,
-                                            self.audit.stats, self.authenticator.throttle)):
+        if self.snapshotter is not None:
+            self.components.add(self.snapshotter)
+        if self.ha is not None:
+            self.components.add(self.ha)  # its close hands the lease over, after the listener stopped
+        self.components.add(_Housekeeping(self.scheduler, self.leadership))
+        for collector in collectors(Sources(self.scheduler, self.history.status, snapshot_stats,
+                                            self.audit.stats, self.authenticator.throttle, self.leadership.status)):
             self.metrics.add(collector)
         luigi_metrics = prometheus_registry(self.scheduler)  # [scheduler] metrics_collector = prometheus
         if luigi_metrics is not None:
@@ -219,9 +241,17 @@ class _Server:
                              rpc_access=RpcAccess(self.audit, self.bindings),
                              client_addresses=ClientAddresses(settings.server.trusted_proxies),
                              banner=banner_of(settings.server), metrics=self.metrics, oidc=self.oidc,
-                             fresh_login_window=settings.approvals.settings.fresh_login)
+                             fresh_login_window=settings.approvals.settings.fresh_login,
+                             leadership=self.leadership)
         self.components.add(_Listener(settings, self.app, self.tls, sockets))
         self.stopping = asyncio.Event()
+
+    def _ha_node(self, settings: Settings) -> HaNode:
+        key = read_hmac_key(settings.state)
+        assert key is not None  # [ha] requires a configured [state] key (ha/settings.py)
+        node = HaNode(settings.ha, self.scheduler, self.bindings, key, settings.state.dir, audit=self.audit)
+        node.on_commit = self.metrics.journal_committed
+        return node
 
     def _wire_approvals(self, approvals: Approvals) -> None:
         """Approval events to the audit trail, and new requests to [approvals] notify_command."""
@@ -249,6 +279,8 @@ class _Server:
         started = time.monotonic()
         systemd.notify("STOPPING=1")
         log.info("Stopping: no new connections, saving state")
+        if self.ha is not None:
+            await self.ha.drain(timeout=5.0)
         # Listener, timers, final snapshot, history (its queue to the database or the spool),
         # password backends, audit trail.
         self.components.close()

@@ -10,6 +10,7 @@ from luigi_appliance import policy
 from luigi_appliance.audit.trail import AuditStats
 from luigi_appliance.auth.outcomes import BASIC, Reason
 from luigi_appliance.auth.throttle import LoginThrottle
+from luigi_appliance.ha.status import SOLO
 from luigi_appliance.metrics.catalog import METRICS, PROCESS_METRICS, Kind
 from luigi_appliance.metrics.collectors import Sources, collectors
 from luigi_appliance.metrics.registry import SchedulerMetrics, code_class, rpc_method_label
@@ -22,13 +23,14 @@ def exercised() -> SchedulerMetrics:
     metrics = SchedulerMetrics()
     scheduler = Scheduler(get_work_timer=metrics.get_work_timed)
     for collector in collectors(Sources(scheduler, lambda: None, SnapshotStats(), AuditStats(),
-                                        LoginThrottle(5, 60, 300))):
+                                        LoginThrottle(5, 60, 300), lambda: SOLO)):
         metrics.add(collector)
     scheduler.get_work(worker="w-1", host="h")
     metrics.rpc_answered("/api/get_work", 200, 0.002)
     metrics.auth_succeeded("local")
     metrics.auth_failed(BASIC, Reason.BAD_CREDENTIALS)
     metrics.token_issued("metrics")
+    metrics.journal_committed(3, 0.004)
     return metrics
 
 
@@ -57,7 +59,8 @@ def test_no_created_series_and_get_work_timed_by_the_scheduler_itself() -> None:
 
 def test_histograms_are_the_catalogs() -> None:
     assert {m.name for m in METRICS if m.kind is Kind.HISTOGRAM} == {
-        "luigi_appliance_rpc_duration_seconds", "luigi_appliance_get_work_duration_seconds"}
+        "luigi_appliance_rpc_duration_seconds", "luigi_appliance_get_work_duration_seconds",
+        "luigi_appliance_ha_journal_commit_seconds"}
 
 
 def test_label_values_are_bounded_sets() -> None:
