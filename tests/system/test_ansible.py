@@ -673,3 +673,129 @@ def test_postgresql_role_and_db_upgrade_against_a_real_server(ansible_env, tmp_p
     finally:
         conn.close()
     connect(owner, owner_pw).close()
+
+
+# ---- an [ha] pair with keepalived (inventory/example-ha) -------------------------------------------
+
+EXAMPLE_HA_HOSTS = ANSIBLE_DIR / "inventory" / "example-ha" / "hosts.yml"
+HA_NODES = {"sched1.example.com": ("sched1", 100), "sched2.example.com": ("sched2", 90)}
+
+
+def _ha_site(base: Path, env: dict[str, str]) -> tuple[Site, Path]:
+    """The example site with example-ha's hosts.yml (two scheduler nodes), a vault holding a VRRP
+    password and Fernet token keys, and each node staged in a tree of its own (root/HOST)."""
+    from cryptography.fernet import Fernet
+
+    site = Site(base, env)
+    shutil.copy(EXAMPLE_HA_HOSTS, site.inventory / "hosts.yml")
+    site.vault["vault_luigi_vrrp_auth"] = secrets.token_hex(4)
+    site.vault["vault_luigi_token_keys"] = [Fernet.generate_key().decode() for _ in range(2)]
+    vault_file = site.inventory / "group_vars" / "all" / "vault.yml"
+    vault_file.write_text(yaml.safe_dump(site.vault))
+    proc = run([str(VENV_BIN / "ansible-vault"), "encrypt", "--vault-password-file", str(site.vault_password),
+                str(vault_file)], env, base)
+    assert proc.returncode == 0, output(proc)
+    roots = base / "nodes"
+    per_node = base / "per-node.yml"
+    per_node.write_text(yaml.safe_dump({"luigi_appliance_scheduler_root": f"{roots}/{{{{ inventory_hostname }}}}"}))
+    return site, per_node
+
+
+def _ini(text: str) -> dict[str, dict[str, str]]:
+    sections: dict[str, dict[str, str]] = {}
+    current = None
+    for line in text.splitlines():
+        if m := re.match(r"^\[(.+)\]$", line):
+            current = sections.setdefault(m.group(1), {})
+        elif current is not None and (m := re.match(r"^(\w+) = (.*)$", line)):
+            current[m.group(1)] = m.group(2)
+    return sections
+
+
+def _keepalived_skeleton(text: str) -> list[str]:
+    """keepalived.conf's keywords in order, without comments and values: the example's structure."""
+    words = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", "!")):
+            words.append(line.split()[0] if line[0].isalpha() or line == "}" else "VALUE")
+    return words
+
+
+def test_two_nodes_get_the_ha_block_and_keepalived_conf_with_their_own_values(ansible_env, tmp_path):
+    """scheduler.yml on example-ha's two nodes: each gets [ha] with its own node name and URL, the
+    shared keys, and a keepalived.conf that is the package's example with the node's values."""
+    site, per_node = _ha_site(tmp_path, ansible_env)
+    proc = site.playbook("scheduler.yml", "-e", f"@{per_node}")
+    assert proc.returncode == 0, output(proc)
+    example = (REPO / "etc/keepalived/luigi-appliance.conf").read_text()
+    configs = {}
+    for host, (node, priority) in HA_NODES.items():
+        root = tmp_path / "nodes" / host
+        etc = root / "etc/luigi-appliance"
+        conf = etc / "scheduler.conf"
+        check = cli("--config", str(conf), "config", "check")
+        assert check.returncode == 0, f"{host}: {check.stdout}{check.stderr}"
+        ini = _ini(conf.read_text())
+        assert ini["ha"] == {
+            "backend": "postgresql", "node_name": node, "advertise_url": f"https://{host}:8082/",
+            "host": "db.example.com", "port": "5432", "dbname": "luigi", "user": "luigi_scheduler",
+            "sslmode": "verify-full", "schema": "luigi_ha", "password_file": f"{etc}/ha-db.password",
+            "sslrootcert": f"{etc}/tls/ha-db-ca.pem"}, host
+        assert ini["tokens"]["keys_file"] == f"{etc}/token.keys"
+        assert (etc / "token.keys").read_text().split() == site.vault["vault_luigi_token_keys"]
+        assert (etc / "ha-db.password").read_text().strip() == site.vault["vault_luigi_db_user_password"]
+        assert (etc / "state-hmac.key").read_text().strip() == site.vault["vault_luigi_state_hmac_key"]
+        for secret_file in ("token.keys", "ha-db.password"):
+            assert stat.S_IMODE((etc / secret_file).stat().st_mode) == 0o640
+
+        keepalived = root / "etc/keepalived/keepalived.conf"
+        assert stat.S_IMODE(keepalived.stat().st_mode) == 0o600
+        text = configs[host] = keepalived.read_text()
+        assert _keepalived_skeleton(text) == _keepalived_skeleton(example), "drifted from the shipped example"
+        ca = root / "etc/pki/tls/certs/luigi-appliance-scheduler-ca.pem"
+        assert ca.read_text() == (site.inventory / "files/ca.pem").read_text()
+        expected = {
+            "router_id": node, "priority": str(priority), "interface": "eth0", "virtual_router_id": "51",
+            "state": "BACKUP", "auth_type": "PASS", "auth_pass": site.vault["vault_luigi_vrrp_auth"],
+            "script": f'"/usr/libexec/luigi-appliance/check-leader https://{host}:8082/healthz/leader {ca}"'}
+        for keyword, value in expected.items():
+            assert re.findall(rf"^\s*{keyword} (.+)$", text, re.M) == [value], (host, keyword)
+        assert re.search(r"^\s*nopreempt$", text, re.M) and "192.0.2.10/24 dev eth0" in text
+    assert configs["sched1.example.com"] != configs["sched2.example.com"]
+    leaked = [name for name in ("vault_luigi_vrrp_auth", "vault_luigi_db_user_password")
+              if site.vault[name] in proc.stdout + proc.stderr]
+    leaked += [key for key in site.vault["vault_luigi_token_keys"] if key in proc.stdout + proc.stderr]
+    assert not leaked, f"secrets printed by ansible-playbook -v: {leaked}"
+
+
+@pytest.mark.parametrize(("variables", "message"), [
+    ({"luigi_appliance_scheduler_ha_vrrp_priority": "high"},
+     "argument 'luigi_appliance_scheduler_ha_vrrp_priority' is of type str and we were unable to convert to int"),
+    ({"luigi_appliance_scheduler_ha_db": {"sslmode": "maybe"}},
+     "value of sslmode must be one of: disable, require, verify-ca, verify-full, got: maybe found in "
+     "luigi_appliance_scheduler_ha_db"),
+    ({"luigi_appliance_scheduler_ha_tuning": {"lease_tll": "5s"}},
+     "luigi_appliance_scheduler_ha_tuning.lease_tll. Supported parameters include: compact_interval, lease_ttl"),
+], ids=["priority-int", "db-sslmode-choice", "tuning-unknown-key"])
+def test_ha_variables_of_the_wrong_type_fail_with_the_argument_spec_message(ansible_env, tmp_path, variables,
+                                                                            message):
+    site = Site(tmp_path, ansible_env)
+    proc = site.playbook("scheduler.yml", "-e", yaml.safe_dump(variables, default_flow_style=True).strip())
+    assert proc.returncode == 2, output(proc)
+    assert "Validation of arguments failed" in proc.stdout and message in proc.stdout, output(proc)
+    assert not site.scheduler_root.exists()
+
+
+def test_ha_node_needs_its_keepalived_settings_and_a_short_vrrp_password(ansible_env, tmp_path):
+    """The argument specs accept the pair's variables; the role's own checks refuse what keepalived
+    would: a VRRP password over 8 characters (without printing it) and a virtual IP without prefix."""
+    site, per_node = _ha_site(tmp_path, ansible_env)
+    long_password = "far-too-long-" + secrets.token_hex(4)
+    proc = site.playbook("scheduler.yml", "-e", f"@{per_node}", "-e",
+                         f"luigi_appliance_scheduler_ha_vrrp_auth={long_password}")
+    assert proc.returncode != 0 and "1 to 8 printable characters" in proc.stdout, output(proc)
+    assert long_password not in proc.stdout + proc.stderr
+    proc = site.playbook("scheduler.yml", "-e", f"@{per_node}", "-e", "luigi_appliance_scheduler_ha_vip=192.0.2.10")
+    assert proc.returncode != 0 and "keepalived needs luigi_appliance_scheduler_ha_vip" in proc.stdout, output(proc)
+    assert not (tmp_path / "nodes" / "sched1.example.com" / "etc/keepalived").exists()
