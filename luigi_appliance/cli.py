@@ -15,6 +15,7 @@ from luigi_appliance import __version__
 from luigi_appliance.audit.commands import add_parsers as add_audit_parsers
 from luigi_appliance.auth.oidc.commands import add_parsers as add_oidc_parsers
 from luigi_appliance.errors import ApplianceError, ConfigError, UsageError
+from luigi_appliance.ha.commands import add_parsers as add_ha_parsers
 from luigi_appliance.history.commands import add_parsers as add_history_parsers
 
 EXIT_ERROR = 1
@@ -393,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_history_parsers(sub)  # db upgrade|current|history, history prune
     add_audit_parsers(sub, command_line_path)  # audit verify|export|public-key
     add_oidc_parsers(sub)  # oidc test|explain
+    add_ha_parsers(sub)  # ha status
     from luigi_appliance.operator.commands import add_parsers as add_operator_parsers
 
     add_operator_parsers(sub, worker_sub, user_sub)  # task ..., scheduler ..., worker list, user unlock

@@ -70,7 +70,7 @@ def scheduler_client(settings: ClientSettings, identity: Identity,
     it records the tasks held for approval; None: a watch of its own, waiting for decisions)."""
 
     def make_scheduler() -> AuthenticatedRemoteScheduler:
-        return AuthenticatedRemoteScheduler(settings.scheduler_url, identity, settings.ca_file,
+        return AuthenticatedRemoteScheduler(settings.scheduler_urls, identity, settings.ca_file,
                                             settings.connect_timeout, settings.retry_attempts, settings.retry_wait,
                                             use_token=settings.auth == "token", batch_tasks=settings.add_task_batch,
                                             approvals=approvals)
@@ -83,10 +83,11 @@ def scheduler_factory(*, client_config: Path | None = None, credentials_file: Pa
     """A worker-scheduler factory for ``luigi.build(tasks, worker_scheduler_factory=...)``.
 
     Settings and credentials are looked up as ``luigi-appliance run`` looks them up (the
-    arguments are its ``--client-config``, ``--credentials-file``, ``--scheduler-url`` and
-    ``--ca-file``); errors are raised here, before luigi starts, as ``ApplianceError`` with one
-    line naming the file or key. luigi's ``local_scheduler=True`` is refused: the appliance's
-    client always talks to the central scheduler. No dependency preflight (``build`` has one).
+    arguments are its ``--client-config``, ``--credentials-file``, ``--scheduler-url`` (one URL,
+    or an HA pair's, separated by commas or spaces) and ``--ca-file``); errors are raised here,
+    before luigi starts, as ``ApplianceError`` with one line naming the file or key. luigi's
+    ``local_scheduler=True`` is refused: the appliance's client always talks to the central
+    scheduler. No dependency preflight (``build`` has one).
     """
     overrides = {name: str(value) for name, value in (("scheduler_url", scheduler_url), ("ca_file", ca_file))
                  if value is not None}

@@ -10,6 +10,11 @@ subject token (a JWT of an OpenID issuer, read again for each exchange) instead,
 same way. A final answer (401/403, a refused exchange, an untrusted certificate, another 4xx but
 408 and 429: see scheduler_errors.py) is raised at once and never retried; luigi retries the rest.
 
+With several scheduler URLs (the nodes of an HA pair) every request, the token's included, goes
+to the node that leads, as client/leader.py finds it: a standby's 503 names the leader, which is
+asked at once instead of after luigi's retry wait. A token one node issued may not verify on the
+other: its 401 fetches one fresh token from the node asked.
+
 The worker's add_task calls are sent in batches, as the appliance's ``add_tasks`` (one round trip
 for up to 500 tasks instead of one each, see ``AuthenticatedRemoteScheduler``), from a background
 thread while the worker builds the rest of the graph; a scheduler that does not offer it (luigi's
@@ -26,7 +31,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +45,7 @@ from luigi.task_status import RUNNING
 from luigi_appliance.client.approval_wait import ApprovalWatch
 from luigi_appliance.client.batch_sender import BatchSender
 from luigi_appliance.client.credentials import Credentials, Identity, SubjectToken
+from luigi_appliance.client.leader import Leader
 from luigi_appliance.client.scheduler_errors import (
     SchedulerError,
     SchedulerRejected,
@@ -65,14 +71,17 @@ JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105 - a token 
 
 class TokenAuth(requests.auth.AuthBase):
     """``Authorization: Bearer`` with a token from ``/auth/token``, fetched and renewed as needed:
-    for the name and password (HTTP Basic), or for the subject token (a token exchange)."""
+    for the name and password (HTTP Basic), or for the subject token (a token exchange). The
+    token comes from the node the request goes to (``leader``: the configured URLs)."""
 
     # Renew when this much of the token's lifetime is left, so a slow RPC never carries a token
     # that expires in flight.
     RENEW_FRACTION = 0.2
 
-    def __init__(self, token_url: str, identity: Identity, verify: str | bool, timeout: float):
-        self._url = token_url
+    TOKEN_PATH = "auth/token"  # noqa: S105 - a route
+
+    def __init__(self, leader: Leader, identity: Identity, verify: str | bool, timeout: float):
+        self._leader = leader
         self._identity = identity
         self._verify = verify
         self._timeout = timeout
@@ -82,13 +91,15 @@ class TokenAuth(requests.auth.AuthBase):
         self._lock = threading.Lock()
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self.current()}"
+        where = self._leader.split(request.url or "")
+        request.headers["Authorization"] = f"Bearer {self.current(where[0] if where else self._leader.current)}"
         return request
 
-    def current(self) -> str:
+    def current(self, base: str) -> str:
+        """The token, fetched from the scheduler at ``base`` if there is none or it is due for renewal."""
         with self._lock:
             if self._token is None or time.monotonic() >= self._renew_at:
-                self._fetch()
+                self._fetch(base + self.TOKEN_PATH)
             assert self._token is not None
             return self._token
 
@@ -108,28 +119,28 @@ class TokenAuth(requests.auth.AuthBase):
         return {"data": {"grant_type": TOKEN_EXCHANGE, "subject_token": subject_token,
                          "subject_token_type": JWT_TOKEN_TYPE}}
 
-    def _fetch(self) -> None:
+    def _fetch(self, url: str) -> None:
         request = self._request()
         try:
-            resp = requests.post(self._url, verify=self._verify, timeout=self._timeout, **request)
+            resp = requests.post(url, verify=self._verify, timeout=self._timeout, **request)
         except requests.RequestException as exc:
             if certificate_failure(exc) is not None:
-                raise untrusted(self._url, self._verify, exc) from None
+                raise untrusted(url, self._verify, exc) from None
             # Connection problems are luigi's to retry, like any RPC's. The URL holds no secret.
-            raise requests.ConnectionError(f"cannot get a token from {self._url}: {describe(exc)}") from exc
+            raise requests.ConnectionError(f"cannot get a token from {url}: {describe(exc)}") from exc
         if resp.status_code in (401, 403):
             raise refused(self._identity, "the token request", resp.status_code, reason(resp))
         if isinstance(self._identity, SubjectToken) and resp.status_code == 400:
-            raise exchange_refused(self._identity, self._url, resp)
+            raise exchange_refused(self._identity, url, resp)
         if is_final(resp.status_code):
-            raise rejected(self._url, resp)
-        resp.raise_for_status()
+            raise rejected(url, resp)
+        resp.raise_for_status()  # a standby's 503 among them: the leader is followed (Leader.call)
         try:
             body = resp.json()
             lifetime = float(body["expires_in"])
             token = str(body["access_token"])
         except (ValueError, TypeError, KeyError):
-            raise SchedulerRejected(f"{self._url} answered {resp.status_code} without a token: is scheduler_url "
+            raise SchedulerRejected(f"{url} answered {resp.status_code} without a token: is scheduler_url "
                                     "the appliance's?", resp.status_code) from None
         self._token = token
         self._renew_at = time.monotonic() + lifetime * (1 - self.RENEW_FRACTION)
@@ -140,25 +151,28 @@ class AuthenticatedFetcher(luigi.rpc.RequestsFetcher):
     """luigi's fetcher, with our session settings reapplied after a fork (luigi makes a new session).
 
     Also the operator commands' client (luigi_appliance/operator/api_client.py): ``send`` any
-    request with the same credentials, CA and refusals.
+    request with the same credentials, CA and refusals. A request under one of the configured
+    URLs (``leader``) goes to the leader among them (client/leader.py).
     """
 
-    def __init__(self, identity: Identity, verify: str | bool, token_auth: TokenAuth | None):
+    def __init__(self, identity: Identity, verify: str | bool, token_auth: TokenAuth | None, leader: Leader):
         self._identity = identity
         self._verify = verify
         self._token_auth = token_auth
+        self.leader = leader
         super().__init__()
         self._configure()
 
     @classmethod
-    def for_scheduler(cls, url: str, identity: Identity, ca_file: Path | None, timeout: float,
+    def for_scheduler(cls, url: str | Sequence[str], identity: Identity, ca_file: Path | None, timeout: float,
                       use_token: bool = True) -> AuthenticatedFetcher:
-        """The fetcher for the scheduler at ``url``: a bearer token from its /auth/token (always,
-        for a subject token), or Basic."""
+        """The fetcher for the scheduler at ``url`` (or the HA pair at several): a bearer token from
+        its /auth/token (always, for a subject token), or Basic."""
         verify: str | bool = str(ca_file) if ca_file else True
-        token_auth = (TokenAuth(url.rstrip("/") + "/auth/token", identity, verify, timeout)
+        leader = Leader([url] if isinstance(url, str) else url)
+        token_auth = (TokenAuth(leader, identity, verify, timeout)
                       if use_token or isinstance(identity, SubjectToken) else None)
-        return cls(identity, verify, token_auth)
+        return cls(identity, verify, token_auth, leader)
 
     def _configure(self) -> None:
         if self._token_auth is not None:
@@ -175,20 +189,26 @@ class AuthenticatedFetcher(luigi.rpc.RequestsFetcher):
     def fetch(self, full_url: str, body: Any, timeout: float) -> str:
         resp = self.send("POST", full_url, timeout, data=body)
         if is_final(resp.status_code):
-            raise rejected(full_url, resp)
+            raise rejected(resp.url or full_url, resp)
         resp.raise_for_status()  # 5xx, 408, 429: luigi retries
         return resp.text
 
     def send(self, method: str, full_url: str, timeout: float, **kwargs: Any) -> requests.Response:
-        """The answer to one request; SchedulerRefused for a 401 or 403 (naming the last part of
-        the URL's path), SchedulerUntrusted for a certificate that fails verification, any other
-        answer as it came."""
+        """The answer to one request, from the leader (see the class); SchedulerRefused for a 401
+        or 403 (naming the last part of the URL's path), SchedulerUntrusted for a certificate
+        that fails verification, any other answer as it came."""
         self.check_pid()
-        resp = self._request(method, full_url, timeout, **kwargs)
-        if resp.status_code == 401 and self._token_auth is not None:
-            # The token was refused (expired early, keys rotated): one fresh token, one retry.
-            self._token_auth.invalidate()
-            resp = self._request(method, full_url, timeout, **kwargs)
+
+        def attempt(url: str) -> requests.Response:
+            resp = self._request(method, url, timeout, **kwargs)
+            if resp.status_code == 401 and self._token_auth is not None:
+                # The token was refused (expired early, keys rotated, issued by the other node of
+                # an HA pair): one fresh token from this node, one retry.
+                self._token_auth.invalidate()
+                resp = self._request(method, url, timeout, **kwargs)
+            return resp
+
+        resp = self.leader.call(attempt, full_url)
         if resp.status_code in (401, 403):
             what = full_url.split("?", 1)[0].rsplit("/", 1)[-1]
             raise refused(self._identity, what, resp.status_code, reason(resp))
@@ -236,14 +256,15 @@ class AuthenticatedRemoteScheduler(ConfiguredRemoteScheduler):
     (approval_wait.py), and get_work waits for their decision (see ``get_work``).
     """
 
-    def __init__(self, url: str, identity: Identity, ca_file: Path | None,
+    def __init__(self, url: str | Sequence[str], identity: Identity, ca_file: Path | None,
                  connect_timeout: float, retry_attempts: int, retry_wait: float, use_token: bool = True,
                  batch_tasks: int = DEFAULT_BATCH_TASKS, approvals: ApprovalWatch | None = None):
         fetcher = AuthenticatedFetcher.for_scheduler(url, identity, ca_file, connect_timeout, use_token)
+        first = fetcher.leader.urls[0]  # luigi's URLs start here; the fetcher sends them to the leader
         # A refusal or an untrusted certificate is final: retrying cannot help.
-        super().__init__(url, connect_timeout, fetcher, retry_attempts, retry_wait, never_retry=SchedulerError)
+        super().__init__(first, connect_timeout, fetcher, retry_attempts, retry_wait, never_retry=SchedulerError)
         self._batch_fetcher = fetcher
-        self._api_url = url.rstrip("/") + "/api/"
+        self._api_url = first + "api/"
         self._batch_url = self._api_url + "add_tasks"
         self._batch_timeout = connect_timeout
         self._batch_attempts = retry_attempts

@@ -30,7 +30,7 @@ _FAILED = {LuigiStatusCode.FAILED, LuigiStatusCode.FAILED_AND_SCHEDULING_FAILED}
 
 @dataclass(frozen=True)
 class RunOptions:
-    scheduler_url: str | None
+    scheduler_url: str | None  # one URL, or an HA pair's separated by commas or spaces
     ca_file: Path | None
     credentials_file: Path | None
     client_config: Path | None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import ssl
 from dataclasses import dataclass
@@ -34,6 +35,30 @@ def parse_scheduler_url(value: str) -> str:
     return value if value.endswith("/") else value + "/"
 
 
+_URL_SEPARATORS = re.compile(r"[\s,]+")
+
+
+def parse_scheduler_urls(value: str) -> tuple[str, ...]:
+    """One scheduler URL, or several (the nodes of an HA pair), separated by commas or spaces;
+    each as ``parse_scheduler_url`` wants it. The first is tried first."""
+    written = [part for part in _URL_SEPARATORS.split(value.strip()) if part]
+    if not written:
+        raise ValueError("expected https://HOST:PORT/ (several, for an HA pair, separated by commas or spaces)")
+    if len(written) == 1:
+        return (parse_scheduler_url(written[0]),)
+    urls: list[str] = []
+    for number, part in enumerate(written, 1):
+        try:
+            url = parse_scheduler_url(part)
+        except ValueError as exc:
+            # By its place, not its text: a URL with credentials in it must not be repeated.
+            raise ValueError(f"URL {number} of {len(written)}: {exc}") from None
+        if url in urls:
+            raise ValueError(f"{url} is given twice")
+        urls.append(url)
+    return tuple(urls)
+
+
 def parse_ca_file(value: str) -> Path:
     """A readable PEM file of CA certificates (checked here: requests would only say so on the
     first request, as an SSL error that looks like the scheduler's)."""
@@ -61,7 +86,9 @@ def parse_command(value: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class ClientSettings:
-    scheduler_url: str = key(parse_scheduler_url, "https://localhost:8082/", "the scheduler's URL")
+    # Several for an HA pair (client/leader.py follows the leader among them).
+    scheduler_urls: tuple[str, ...] = key(parse_scheduler_urls, ("https://localhost:8082/",), "the scheduler's URL",
+                                          name="scheduler_url")
     ca_file: Path | None = key(parse_ca_file, None, "PEM CA certificate(s) verifying the scheduler's certificate")
     credentials_file: Path | None = key(parse_path, None, "file holding the worker's username:password")
     connect_timeout: float = key(duration_range(1, 600), 10.0, "timeout of each request to the scheduler")
@@ -75,6 +102,11 @@ class ClientSettings:
         parse_command, None, "auth = oidc-exchange: command printing the JWT, run at each exchange (no shell)")
     add_task_batch: int = key(int_range(1, 1000), DEFAULT_BATCH_TASKS,
                               "add_task calls sent together as one add_tasks call; 1 sends each alone")
+
+    @property
+    def scheduler_url(self) -> str:
+        """The first scheduler URL: the only one, without HA."""
+        return self.scheduler_urls[0]
 
 
 _SUBJECT_KEYS = ("subject_token_file", "subject_token_command")

@@ -12,6 +12,10 @@ from typing import Any
 # starting: loading the state from PostgreSQL (or waiting for it); standby: tailing the journal;
 # promoting: won the lease, applying the rest of the journal; leader: serving; fenced: lost the
 # lease or was refused a write, reloading the state before it may stand by again.
+# The header a non-leader's 503 names the leader's advertise_url in (server/leadership.py sends
+# it, client/leader.py follows it).
+LEADER_HEADER = "X-Luigi-Appliance-Leader"
+
 ROLES = ("starting", "standby", "promoting", "leader", "fenced")
 
 

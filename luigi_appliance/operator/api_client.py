@@ -50,7 +50,8 @@ class ApiClient:
         self.credentials: Identity = load_identity(settings, options.credentials_file)
         self.url = settings.scheduler_url
         self._timeout = settings.connect_timeout
-        self._fetcher = AuthenticatedFetcher.for_scheduler(self.url, self.credentials, settings.ca_file,
+        # Every node of an [ha] pair: the fetcher follows the standby's pointer to the leader.
+        self._fetcher = AuthenticatedFetcher.for_scheduler(settings.scheduler_urls, self.credentials, settings.ca_file,
                                                            settings.connect_timeout, settings.auth == "token")
 
     def rpc(self, method: str, **arguments: Any) -> Any:

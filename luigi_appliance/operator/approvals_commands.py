@@ -251,6 +251,7 @@ class DecisionClient:
                      if v is not None}
         settings = load_client_settings(args.client_config, overrides)
         self.url = settings.scheduler_url
+        self._urls = list(settings.scheduler_urls)
         self._verify: str | bool = str(settings.ca_file) if settings.ca_file else True
         self._timeout = settings.connect_timeout
         self._login = login
@@ -264,9 +265,7 @@ class DecisionClient:
         session = requests.Session()
         session.trust_env = False  # $REQUESTS_CA_BUNDLE would override the CA; no .netrc either
         try:
-            resp = session.post(f"{self.url}api/{method}", data={"data": json.dumps(arguments)},
-                                auth=(self._login.user, self._login.password), verify=self._verify,
-                                timeout=self._timeout, allow_redirects=False)
+            resp = self._post_to_leader(session, method, arguments)
         except requests.RequestException as exc:
             if certificate_failure(exc) is not None:
                 raise untrusted(self.url, self._verify, exc) from None
@@ -279,6 +278,36 @@ class DecisionClient:
             return _request_of(resp.json()["response"], method)
         except (ValueError, KeyError, TypeError):
             raise ApplianceError(f"scheduler's answer to {method} is not an RPC answer: {resp.text[:200]}") from None
+
+    def _post_to_leader(self, session: requests.Session, method: str, arguments: dict[str, Any]) -> requests.Response:
+        """POST to each configured node in turn until one answers other than an [ha] standby's
+        503 (a standby naming a configured node is asked next); the password goes to configured
+        nodes only."""
+        import requests
+
+        from luigi_appliance.ha.status import LEADER_HEADER
+
+        queue, resp, error = list(self._urls), None, None
+        for _ in range(len(self._urls) + 1):
+            if not queue:
+                break
+            self.url = queue.pop(0)
+            try:
+                resp = session.post(f"{self.url}api/{method}", data={"data": json.dumps(arguments)},
+                                    auth=(self._login.user, self._login.password), verify=self._verify,
+                                    timeout=self._timeout, allow_redirects=False)
+            except requests.ConnectionError as exc:
+                error = exc
+                continue
+            named = resp.headers.get(LEADER_HEADER)
+            if resp.status_code != 503 or named is None:
+                return resp
+            if named in self._urls and named != self.url:
+                queue.insert(0, named)
+        if resp is not None:
+            return resp
+        assert error is not None
+        raise error
 
     def _refusal(self, method: str, resp: requests.Response) -> ApplianceError:
         from luigi_appliance.client.scheduler_errors import reason

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from luigi_appliance.ha.status import SOLO, NodeStatus
+from luigi_appliance.ha.status import LEADER_HEADER, SOLO, NodeStatus
 
-# The header a standby's 503 names the leader in (client/remote.py follows it).
-LEADER_HEADER = "X-Luigi-Appliance-Leader"
+__all__ = ["LEADER_HEADER", "Leadership", "NotLeader", "Solo", "standby_refusal"]
 
 
 class NotLeader(Exception):
