@@ -85,8 +85,9 @@ class LeaseKeeper:
             self._released.wait(self._settings.lease_ttl)
 
     def resign(self) -> None:
-        """Give the lease back at once but keep checking it as a standby would (``may_acquire``
-        stays False until the node sets it): the node won it while it could not lead."""
+        """Give the lease back at once but keep checking it as a standby would: the node cannot
+        lead (it won the lease while loading, or stepped down by itself). The node clears
+        ``may_acquire`` first and sets it again once it may lead."""
         self._resign_requested = True
         self._wake.set()
 
@@ -105,7 +106,6 @@ class LeaseKeeper:
                 started = time.monotonic()
                 if self._resign_requested:
                     self._resign_requested = False
-                    self.may_acquire = False
                     self._release()
                 self._tick(started)
                 wait = self._settings.renew_every - (time.monotonic() - started)

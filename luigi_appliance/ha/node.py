@@ -98,6 +98,8 @@ class HaNode(Component):
         self._closing = False
         self._tasks: set[asyncio.Future[Any]] = set()
         self._keeper_started = False
+        # One more at every reload: an apply that began before a reload stops applying.
+        self._generation = 0
         self.role = "starting"
         self.epoch = 0
         self.detail: str | None = "loading the state from PostgreSQL"
@@ -202,7 +204,8 @@ class HaNode(Component):
         if self._keeper_started:
             self._keeper.stop()
         if self._tail is not None:
-            self._tail.stop()
+            # Not joined here: the tail may be waiting for the loop (this thread) to apply rows.
+            self._io.submit(self._tail.stop)
         self._io.shutdown(wait=False)
 
     # -- loading the state -------------------------------------------------------------------
@@ -212,6 +215,7 @@ class HaNode(Component):
         this standby), then stand by. Retries while the database cannot be read."""
         loop = asyncio.get_running_loop()
         self._keeper.may_acquire = False
+        self._generation += 1  # rows still being applied from before belong to the state replaced now
         if self.role == "standby":
             self.role, self.detail = "starting", "reloading the state from PostgreSQL"
         if self._tail is not None:
@@ -275,7 +279,10 @@ class HaNode(Component):
         self._loop.call_soon_threadsafe(lambda: self._background(self._reload()))
 
     async def _apply_rows(self, rows: list[JournalRow]) -> None:
+        generation = self._generation
         for index, row in enumerate(rows):
+            if generation != self._generation:
+                return  # the state was reloaded meanwhile: these rows are read again after it
             if row.pos <= self.applied_pos:
                 continue  # already applied (a re-read after a reconnect)
             divergence = replay.apply(self._scheduler, self._bindings, row.rec)
@@ -297,6 +304,7 @@ class HaNode(Component):
         if self._closing or self.role != "standby":
             # Won while loading or reloading (the keeper only asks when allowed, but the two race):
             # hand the lease back rather than hold it with nobody serving.
+            self._keeper.may_acquire = False
             self._keeper.resign()
             return
         started = time.monotonic()
@@ -360,6 +368,10 @@ class HaNode(Component):
             return
         was_leading = self.role == "leader"
         self.role, self.detail = "fenced", reason
+        # The keeper may still hold the lease (this node noticed first): give it back, so the
+        # standby need not wait for it to expire, and take it again only after the reload.
+        self._keeper.may_acquire = False
+        self._keeper.resign()
         self._scheduler.journal = None
         self._bindings.listener = None
         self._compaction.stop()
