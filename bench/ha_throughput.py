@@ -23,6 +23,7 @@ what the standby applied, and the ha-on/ha-off throughput ratio per round and po
 run it more than once.
 
     .venv/bin/python bench/ha_throughput.py --duration 10 --clients 4 --rounds 2
+    .venv/bin/python bench/ha_throughput.py --duration 10 --clients 4 --rounds 2 --standby stopped
 """
 
 from __future__ import annotations
@@ -83,13 +84,17 @@ def run_phase(name: str, round_no: int, opts: argparse.Namespace) -> tuple[rt.Ph
         workdir.chmod(0o755)
         with phase_cluster(name, workdir, opts.lease_ttl) as ha:
             node = ha.wait_for_leader(60) if ha.ha else ha.nodes["a"]
+            if ha.ha and opts.standby == "stopped":
+                # The leader's own cost: with the standby on another host (as deployed) it does
+                # not share this machine's CPUs with the leader, the clients and PostgreSQL.
+                ha.other(node).stop()
             assert node.proc is not None
             target = rt.Target(name, node.url + "/", str(node.state_dir), str(ha.credentials_file), str(ha.ca_file))
             try:
                 clients, cpu = rt.run_clients(target, node.proc.pid, opts)
             except rt.BenchError as exc:
                 raise rt.BenchError(f"{exc}\n{ha.logs()}") from None
-            extra = journal_report(ha) if ha.ha else {}
+            extra = journal_report(ha) if ha.ha and opts.standby == "running" else {}
     return rt.PhaseResult(name, round_no, clients, cpu), extra
 
 
@@ -149,6 +154,7 @@ def write_json(path: Path, opts: argparse.Namespace, phases: list[rt.PhaseResult
                summaries: list[rt.Summary], ratio: float, per_round: list[float]) -> None:
     report = {
         "config": {"clients": opts.clients, "duration_s": opts.duration, "warmup_iterations": opts.warmup,
+                   "standby": opts.standby,
                    "rounds": opts.rounds, "lease_ttl": opts.lease_ttl, "cpus": os.cpu_count(),
                    "python": platform.python_version()},
         "rounds": [{"round": ph.round, "phase": ph.target, "rpcs": ph.rpcs, "seconds": round(ph.window, 4),
@@ -174,6 +180,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=rt.positive_int, default=1,
                         help="run both phases this many times, alternating which goes first")
     parser.add_argument("--lease-ttl", default="5s", help="[ha] lease_ttl of the ha-on nodes")
+    parser.add_argument("--standby", choices=("running", "stopped"), default="running",
+                        help="ha-on: keep the standby tailing the journal on this machine, or stop it once the "
+                             "leader is elected (the leader's own cost, as with the standby on another host)")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
     opts = parser.parse_args(argv)
     opts.calls = rt.DEFAULT_MAX_CALLS
@@ -183,8 +192,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     rt.quiet_logging()
-    print(f"HA throughput, ha-off vs ha-on (on the leader): {opts.clients} client processes, {opts.duration:g}s per "
-          f"phase, {opts.rounds} round(s), {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(f"HA throughput, ha-off vs ha-on (on the leader; standby {opts.standby}): {opts.clients} client processes, "
+          f"{opts.duration:g}s per phase, {opts.rounds} round(s), {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}")
     print("workload per iteration: add_task(PENDING, dep on previous) + get_work + add_task(DONE) + ping", flush=True)
     phases: list[rt.PhaseResult] = []
     extras: list[dict[str, Any]] = []
