@@ -458,10 +458,13 @@ def test_another_process_with_another_hash_seed_replays_to_the_same_state(
         (tmp_path / f"{seed}.jsonl").write_text("\n".join(leader.journal.lines))
         here[seed] = digest(full_state(leader.reference, leader.bindings))
     for hash_seed in ("0", "4242"):
-        env = {**os.environ, "PYTHONHASHSEED": hash_seed,
-               "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), str(Path(__file__).parent)])}
-        done = subprocess.run([sys.executable, __file__, str(tmp_path)], env=env, capture_output=True, text=True,
-                              timeout=300, check=False)
+        # The child imports what this process imports, with its flags: in the RPM's %check that
+        # is the buildroot's package under -P -S (never the source tree or the host's site).
+        path = [str(Path(__file__).parent.parent), str(Path(__file__).parent), *(p for p in sys.path if p)]
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": os.pathsep.join(path)}
+        flags = [*(["-S"] if sys.flags.no_site else []), *(["-P"] if sys.flags.safe_path else [])]
+        done = subprocess.run([sys.executable, *flags, __file__, str(tmp_path)], env=env, capture_output=True,
+                              text=True, timeout=300, check=False)
         assert done.returncode == 0, done.stderr[-3000:]
         there = json.loads(done.stdout.strip().splitlines()[-1])
         assert there == {str(seed): [value, 0] for seed, value in here.items()}, (hash_seed, done.stderr[-2000:])
