@@ -142,6 +142,9 @@ class HaNode(Component):
         db_last = tail.db_last_pos if tail is not None else self.applied_pos
         lag = 0 if leading else max(0, db_last - self.applied_pos)
         lag_seconds = 0.0 if lag == 0 or not self.applied_at else max(0.0, time.time() - self.applied_at)
+        applied = self.applied_pos
+        if leading and self._writer is not None and self._writer.last_pos is not None:
+            applied = max(applied, self._writer.last_pos)  # the leader's own records, once committed
         if leading:
             leader, leader_url = self._settings.node_name, self._settings.advertise_url
         elif view is not None and view.node and view.expires_in > 0:
@@ -149,7 +152,7 @@ class HaNode(Component):
         else:
             leader, leader_url = None, None
         return NodeStatus(role=self.role, node=self._settings.node_name, epoch=self.epoch,
-                          leader=leader, leader_url=leader_url, applied_pos=self.applied_pos, lag_records=lag,
+                          leader=leader, leader_url=leader_url, applied_pos=applied, lag_records=lag,
                           lag_seconds=round(lag_seconds, 3), detail=self.detail, failovers=self.failovers,
                           journalled=self.appended_total, divergences=self.divergences)
 

@@ -140,6 +140,11 @@ class JournalWriter:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    @property
+    def last_pos(self) -> int | None:
+        """The journal position of the last record committed in this epoch (None before one)."""
+        return self._last_pos
+
     def append(self, at: float, rec: dict[str, Any]) -> int:
         """Queue ``rec`` (stamped ``at``) and return its sequence number; never blocks.
 
