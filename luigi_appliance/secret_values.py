@@ -70,6 +70,16 @@ def read_secret_file(path: Path) -> bytes:
         raise SecretError(f"cannot read secret file {path}: {exc.strerror}") from None
 
 
+def secret_text(value: bytes | None, path: Path | None) -> str | None:
+    """A password given inline (decrypted ``enc:`` bytes) or in a secret file, read now (a rotated
+    file is picked up at the next connection); None when neither is set."""
+    if value is not None:
+        return value.decode()
+    if path is not None:
+        return read_secret_file(path).decode().strip("\r\n")
+    return None
+
+
 def write_private_file(path: Path, data: bytes, mode: int = 0o600,
                        owner: tuple[int, int] | None = None) -> None:
     """Create ``path`` atomically with ``mode`` (and ``owner`` as uid, gid) from the start.

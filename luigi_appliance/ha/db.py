@@ -9,7 +9,7 @@ import psycopg2
 
 from luigi_appliance.errors import ApplianceError
 from luigi_appliance.ha.settings import HaSettings
-from luigi_appliance.secret_values import read_secret_file
+from luigi_appliance.secret_values import secret_text
 
 
 class HaDatabaseError(ApplianceError):
@@ -20,15 +20,6 @@ def describe(settings: HaSettings) -> str:
     """Where the HA database is, for messages (never with a password)."""
     return (f"postgresql://{settings.user}@{settings.host}:{settings.port}/{settings.dbname} "
             f"(schema {settings.schema}, sslmode={settings.sslmode})")
-
-
-def _password(settings: HaSettings) -> str | None:
-    if settings.password is not None:
-        return settings.password.decode()
-    if settings.password_file is not None:
-        # Read on every connection: a rotated password is picked up at the next reconnect.
-        return read_secret_file(settings.password_file).decode().strip("\r\n")
-    return None
 
 
 def connect(settings: HaSettings, application_name: str, *, statement_timeout: float | None = None) -> Any:
@@ -53,7 +44,7 @@ def connect(settings: HaSettings, application_name: str, *, statement_timeout: f
         "keepalives_count": 3,
         "tcp_user_timeout": ttl * 1000,
     }
-    password = _password(settings)
+    password = secret_text(settings.password, settings.password_file)  # read at every reconnect
     if password is not None:
         params["password"] = password
     if settings.sslrootcert is not None:

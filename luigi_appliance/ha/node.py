@@ -34,7 +34,7 @@ from tornado.ioloop import PeriodicCallback
 
 from luigi_appliance.errors import ApplianceError
 from luigi_appliance.ha import records, replay, state_payload
-from luigi_appliance.ha.db import connect
+from luigi_appliance.ha.db import connector
 from luigi_appliance.ha.lease import LeaseKeeper, LeaseView
 from luigi_appliance.ha.settings import HaSettings
 from luigi_appliance.ha.status import NodeStatus
@@ -117,11 +117,7 @@ class HaNode(Component):
         self.on_commit: Callable[[int, float], None] | None = None
 
     def _connector(self, purpose: str) -> Callable[[], Any]:
-        settings = self._settings
-
-        def make() -> Any:
-            return connect(settings, application_name=f"luigi-appliance {settings.node_name} {purpose}")
-        return make
+        return connector(self._settings, f"luigi-appliance {self._settings.node_name} {purpose}")
 
     # -- Leadership (server/leadership.py) -------------------------------------------------
 
@@ -316,12 +312,9 @@ class HaNode(Component):
             tail, self._tail = self._tail, None
             await loop.run_in_executor(self._io, tail.stop)
         try:
-            deleted, rows = await loop.run_in_executor(self._io, self._read_rest)
-        except Exception as exc:  # the database went away between winning the lease and now
+            rows = await loop.run_in_executor(self._io, self._read_rest)
+        except Exception as exc:  # the database went away, or compaction went past this node (JournalCompacted)
             self._step_down(f"cannot read the journal to take over: {type(exc).__name__}: {exc}")
-            return
-        if deleted > self.applied_pos:
-            self._step_down(f"the journal was compacted past this node (position {self.applied_pos})")
             return
         await self._apply_rows(rows)
         if self.role != "promoting" or self.epoch != epoch:
@@ -335,7 +328,6 @@ class HaNode(Component):
         sink = _Sink(self, writer)
         self._scheduler.journal = sink
         self._bindings.listener = sink.binding
-        self.snapshot_pos = max(self.snapshot_pos, 0)
         self.role, self.detail = "leader", None
         self._compaction.start()
         took = time.monotonic() - started
@@ -349,10 +341,10 @@ class HaNode(Component):
         for told in self.on_leading:
             told(True)
 
-    def _read_rest(self) -> tuple[int, list[JournalRow]]:
+    def _read_rest(self) -> list[JournalRow]:
         conn = self._connector("takeover")()
         try:
-            return self._store.deleted_through(conn), read_rest(conn, self._store, self.applied_pos)
+            return read_rest(conn, self._store, self.applied_pos)
         finally:
             conn.close()
 

@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from luigi_appliance.history.settings import SSLMODES, default_sslmode, parse_db_host, parse_identifier
+from luigi_appliance.history.settings import (
+    SSLMODES,
+    check_database_tls,
+    default_sslmode,
+    parse_db_host,
+    parse_identifier,
+)
 from luigi_appliance.hosts import is_loopback_host
 from luigi_appliance.settings.declare import key, secret
 from luigi_appliance.settings.loader import SchemaLoader, section
@@ -139,26 +145,7 @@ def _check_ha(loader: SchemaLoader) -> None:
         loader.issue(backend, "ha", "node_name",
                      f"the short host name {short_hostname()!r} is not a valid node name (1 to 63 letters, "
                      "digits, '.', '_' or '-'); set node_name")
-    _check_tls(loader)
-
-
-def _check_tls(loader: SchemaLoader) -> None:
-    """[history]'s rule, for [ha]'s connection: a remote database's certificate and name are verified
-    unless the admin explicitly accepts less."""
-    v = loader.values
-    doc = loader.doc
-    host = v.get(("ha", "host")) or "localhost"
-    sslmode = v.get(("ha", "sslmode")) or default_sslmode(host)
-    local = host.startswith("/") or is_loopback_host(host)
-    where = doc.get("ha", "sslmode") or doc.get("ha", "host") or doc.get("ha", "backend")
-    if not local and sslmode != "verify-full" and not v.get(("ha", "allow_insecure")):
-        loader.issue(where, "ha", "sslmode",
-                     f"sslmode = {sslmode} does not verify that {host} is the database server (verify-full "
-                     "does); refused for a non-local host unless allow_insecure = true")
-    if sslmode.startswith("verify") and v.get(("ha", "sslrootcert")) is None:
-        loader.issue(where, "ha", "sslrootcert",
-                     f"sslmode = {sslmode} needs sslrootcert, the CA certificate(s) that signed the database "
-                     "server's certificate, e.g. sslrootcert = /etc/luigi-appliance/tls/db-ca.pem")
+    check_database_tls(loader, "ha")
 
 
 HA = section("ha", HaSettings, _check_ha)

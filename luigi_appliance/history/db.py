@@ -10,19 +10,11 @@ from sqlalchemy.engine import URL, Engine
 
 from luigi_appliance.errors import HistoryError
 from luigi_appliance.history.settings import HistorySettings
-from luigi_appliance.secret_values import read_secret_file
+from luigi_appliance.secret_values import secret_text
 
 log = logging.getLogger(__name__)
 
 APPLICATION_NAME = "luigi-appliance"
-
-
-def _secret(value: bytes | None, path: Any) -> str | None:
-    if value is not None:
-        return value.decode()
-    if path is not None:
-        return read_secret_file(path).decode().strip("\r\n")
-    return None
 
 
 def describe(settings: HistorySettings, *, admin: bool = False) -> str:
@@ -52,8 +44,8 @@ def _postgres_engine(settings: HistorySettings, admin: bool, pool_size: int) -> 
         raise HistoryError("[history] admin_user is not set: migrations run as the database owner "
                            "(see docs/history.md); set admin_user and admin_password_file")
     user = settings.admin_user if admin else settings.user
-    password = (_secret(settings.admin_password, settings.admin_password_file) if admin
-                else _secret(settings.password, settings.password_file))
+    password = (secret_text(settings.admin_password, settings.admin_password_file) if admin
+                else secret_text(settings.password, settings.password_file))
     url = URL.create("postgresql+psycopg2", username=user, password=password, database=settings.dbname)
     connect_args: dict[str, Any] = {
         "host": settings.host,

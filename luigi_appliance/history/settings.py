@@ -92,24 +92,32 @@ class HistorySettings:
         return self.backend == "postgresql" and not self.is_local and self.sslmode != "verify-full"
 
 
+def check_database_tls(loader: SchemaLoader, name: str) -> None:
+    """Section ``name``'s PostgreSQL connection ([history], [ha]): TLS to a remote database verifies
+    the server unless the admin explicitly accepts less."""
+    v = loader.values
+    doc = loader.doc
+    host = v.get((name, "host")) or "localhost"
+    sslmode = v.get((name, "sslmode")) or default_sslmode(host)
+    local = host.startswith("/") or is_loopback_host(host)
+    where = doc.get(name, "sslmode") or doc.get(name, "host") or doc.get(name, "backend")
+    if not local and sslmode != "verify-full" and not v.get((name, "allow_insecure")):
+        loader.issue(where, name, "sslmode",
+                     f"sslmode = {sslmode} does not verify that {host} is the database server (verify-full "
+                     "does); refused for a non-local host unless allow_insecure = true")
+    if sslmode.startswith("verify") and v.get((name, "sslrootcert")) is None:
+        loader.issue(where, name, "sslrootcert",
+                     f"sslmode = {sslmode} needs sslrootcert, the CA certificate(s) that signed the database "
+                     "server's certificate, e.g. sslrootcert = /etc/luigi-appliance/tls/db-ca.pem")
+
+
 def _check_history(loader: SchemaLoader) -> None:
-    """TLS to a remote database verifies the server unless the admin explicitly accepts less."""
+    """The database's TLS rule, and an admin password only with the admin_user it belongs to."""
     v = loader.values
     doc = loader.doc
     if v.get(("history", "backend")) != "postgresql":
         return
-    host = v.get(("history", "host")) or "localhost"
-    sslmode = v.get(("history", "sslmode")) or default_sslmode(host)
-    local = host.startswith("/") or is_loopback_host(host)
-    where = doc.get("history", "sslmode") or doc.get("history", "host") or doc.get("history", "backend")
-    if not local and sslmode != "verify-full" and not v.get(("history", "allow_insecure")):
-        loader.issue(where, "history", "sslmode",
-                     f"sslmode = {sslmode} does not verify that {host} is the database server (verify-full "
-                     "does); refused for a non-local host unless allow_insecure = true")
-    if sslmode.startswith("verify") and v.get(("history", "sslrootcert")) is None:
-        loader.issue(where, "history", "sslrootcert",
-                     f"sslmode = {sslmode} needs sslrootcert, the CA certificate(s) that signed the database "
-                     "server's certificate, e.g. sslrootcert = /etc/luigi-appliance/tls/db-ca.pem")
+    check_database_tls(loader, "history")
     has_admin_pw = v.get(("history", "admin_password")) is not None or v.get(("history", "admin_password_file"))
     if has_admin_pw and not v.get(("history", "admin_user")):
         loader.issue(doc.get("history", "admin_password_file") or doc.get("history", "admin_password"),
