@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from luigi_appliance.secret_values import read_secret_file
+from luigi_appliance.secret_values import secret_text
 from luigi_appliance.settings.declare import key, secret
 from luigi_appliance.settings.loader import SchemaLoader, section
 from luigi_appliance.settings.parsers import (
@@ -85,11 +85,7 @@ class LdapSettings:
                               "how long verified logins keep working while no server is reachable")
 
     def read_bind_password(self) -> str | None:
-        if self.bind_password is not None:
-            return self.bind_password.decode()
-        if self.bind_password_file is not None:
-            return read_secret_file(self.bind_password_file).decode().strip("\r\n")
-        return None
+        return secret_text(self.bind_password, self.bind_password_file)
 
 
 def _check_ldap(loader: SchemaLoader) -> None:
