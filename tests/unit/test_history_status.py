@@ -210,6 +210,8 @@ def test_a_batch_an_unexpected_error_leaves_in_no_counter_is_counted_as_dropped(
         recorder.task_scheduled(_task("A_1"))
         recorder.task_scheduled(_task("A_2"))
         _wait(lambda: writer.dropped == 2, "the batch counted as dropped")
+        # The writer thread counts the drop, then logs it: wait for the line, then check it.
+        _wait(lambda: "TASK HISTORY EVENTS DROPPED" in caplog.text, "the drop logged")
         assert writer.held == 0 and recorder.queue.qsize() == 0
         assert counters.emitted == 2 and counters.written == counters.spooled == 0
         assert "TASK HISTORY EVENTS DROPPED" in caplog.text and "writer failed unexpectedly" in caplog.text
