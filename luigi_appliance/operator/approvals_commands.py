@@ -280,34 +280,21 @@ class DecisionClient:
             raise ApplianceError(f"scheduler's answer to {method} is not an RPC answer: {resp.text[:200]}") from None
 
     def _post_to_leader(self, session: requests.Session, method: str, arguments: dict[str, Any]) -> requests.Response:
-        """POST to each configured node in turn until one answers other than an [ha] standby's
-        503 (a standby naming a configured node is asked next); the password goes to configured
-        nodes only."""
-        import requests
+        """POST to the leader among the configured nodes (client/leader.py): a standby's 503 sends
+        it to the node named, if configured, else to the next; the password goes to configured
+        nodes only. No quick retries: one attempt per node, so a decision whose answer was lost
+        is not sent again."""
+        from luigi_appliance.client.leader import Leader
 
-        from luigi_appliance.ha.status import LEADER_HEADER
+        leader = Leader(self._urls, quick_retries=0)
 
-        queue, resp, error = list(self._urls), None, None
-        for _ in range(len(self._urls) + 1):
-            if not queue:
-                break
-            self.url = queue.pop(0)
-            try:
-                resp = session.post(f"{self.url}api/{method}", data={"data": json.dumps(arguments)},
-                                    auth=(self._login.user, self._login.password), verify=self._verify,
-                                    timeout=self._timeout, allow_redirects=False)
-            except requests.ConnectionError as exc:
-                error = exc
-                continue
-            named = resp.headers.get(LEADER_HEADER)
-            if resp.status_code != 503 or named is None:
-                return resp
-            if named in self._urls and named != self.url:
-                queue.insert(0, named)
-        if resp is not None:
-            return resp
-        assert error is not None
-        raise error
+        def attempt(url: str) -> requests.Response:
+            self.url = url.removesuffix(f"api/{method}")
+            return session.post(url, data={"data": json.dumps(arguments)},
+                                auth=(self._login.user, self._login.password), verify=self._verify,
+                                timeout=self._timeout, allow_redirects=False)
+
+        return leader.call(attempt, f"{leader.current}api/{method}")
 
     def _refusal(self, method: str, resp: requests.Response) -> ApplianceError:
         from luigi_appliance.client.scheduler_errors import reason

@@ -1,4 +1,5 @@
-"""``luigi-appliance run`` with client.conf naming several scheduler URLs follows the leader.
+"""``luigi-appliance run`` and ``approvals approve|deny`` with client.conf naming several scheduler
+URLs follow the leader.
 
 The leader is a real scheduler (``serve --dev``); the standby is ``StubNode``, a real HTTPS
 server on 127.0.0.1 with the scheduler's own certificate that answers as a standby of the HA pair
@@ -158,3 +159,38 @@ def test_a_leader_the_configuration_does_not_name_gets_nothing(
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("luigi-appliance: error: cannot reach the scheduler:") and "503" in last, last
+
+
+def deny_as_admin(tmp_path: Path, server: Server, urls: list[str]):
+    """``approvals deny`` of a request no scheduler holds, as the dev admin with a fresh login."""
+    conf = tmp_path / "client.conf"
+    conf.write_text(f"[client]\nscheduler_url = {', '.join(urls)}\nca_file = {server.ca_file}\n")
+    password = (server.state_dir / "admin-password").read_text().strip()
+    return cli("approvals", "deny", "apr-000000000000", "--comment", "not this one", "--client-config", str(conf),
+               "--user", "admin", "--password-stdin", input=password + "\n", timeout=RUN_TIMEOUT)
+
+
+def test_an_approval_decision_goes_to_the_leader_a_standby_names(
+        dev_server: Server, tmp_path: Path, stubs: list[StubNode]) -> None:
+    leader_url = f"{dev_server.url}/"
+    standby = StubNode(server_tls(dev_server), {"role": "standby", "leader_url": leader_url})
+    stubs.append(standby)
+    result = deny_as_admin(tmp_path, dev_server, [standby.url, leader_url])
+    # The leader's own answer (the dev scheduler has no approval rules), not the standby's 503.
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "scheduler answered 404 to deny" in result.stderr and "approval rules" in result.stderr, result.stderr
+    assert standby.seen == ["/api/deny"]  # asked once: no retry of a decision
+    assert "Traceback" not in result.stderr
+
+
+def test_an_approval_decision_never_goes_to_an_unconfigured_leader(
+        dev_server: Server, tmp_path: Path, stubs: list[StubNode]) -> None:
+    stranger = StubNode(server_tls(dev_server), {"role": "leader"})
+    standby = StubNode(server_tls(dev_server), {"role": "standby", "leader_url": stranger.url})
+    stubs += [stranger, standby]
+    result = deny_as_admin(tmp_path, dev_server, [standby.url])
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert stranger.seen == []  # the password stays with the configured nodes
+    assert standby.seen == ["/api/deny"]
+    assert "scheduler answered 503 to deny" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
