@@ -29,7 +29,7 @@ from luigi_appliance.auth.oidc.jwks import KeyCache, SigningKey
 from luigi_appliance.auth.oidc.settings import OidcIssuerSettings
 from luigi_appliance.auth.oidc.transport import request_json, tls_context, unavailable
 from luigi_appliance.errors import ApplianceError
-from luigi_appliance.secret_values import read_secret_file
+from luigi_appliance.secret_values import read_secret_file, secret_text
 
 if TYPE_CHECKING:
     from luigi_appliance.config import Settings
@@ -183,12 +183,11 @@ class Issuer:
                 key = serialization.load_pem_private_key(read_secret_file(s.private_key_file), None)
                 _signing_algorithm(key)
                 self._credential = key
-            elif s.client_secret is not None:
-                self._credential = s.client_secret.decode("utf-8").strip("\r\n")
-            elif s.client_secret_file is not None:
-                self._credential = read_secret_file(s.client_secret_file).decode("utf-8").strip("\r\n")
             else:
-                raise ApplianceError(f"[oidc.{self.name}] has no client secret: set client_secret_file")
+                secret = secret_text(s.client_secret, s.client_secret_file)
+                if secret is None:
+                    raise ApplianceError(f"[oidc.{self.name}] has no client secret: set client_secret_file")
+                self._credential = secret
         except (ApplianceError, ValueError, TypeError, UnicodeDecodeError) as exc:
             raise TokenRefused(Refusal.ISSUER_UNAVAILABLE, f"[oidc.{self.name}] client credentials: {exc}") from None
         return self._credential
