@@ -2,8 +2,8 @@
 real PostgreSQL (tests/ha_cluster.py), a steady load of real luigi clients that follow the leader
 and remember every change acknowledged with a 200.
 
-Each test gets its own database and nodes; the lease is 2 s (``lease_ttl``), so every wait below
-is a few lease periods. What must hold whatever happens: no acknowledged change is lost (every
+Each test gets its own database and nodes; the lease is 2 s (``lease_ttl``; the election test's 5 s),
+so every wait below is a few lease periods. What must hold whatever happens: no acknowledged change is lost (every
 task acknowledged is on the leader afterwards, DONE where DONE was acknowledged, and nothing else
 is there but the one change per load thread that was still in flight when the load stopped), and
 no two nodes answer 200 on ``/healthz/leader`` at the same moment.
@@ -166,15 +166,22 @@ def test_postgresql_restart_under_load_no_split_brain_nothing_lost(tmp_path: Pat
         assert_nothing_lost(ha, leader, load)
 
 
+# The election at start, not stall tolerance, is what this test is about. With a 2 s lease the lead
+# once moved during the window in CI (no split brain; the cause was not captured, hence the logs in
+# the message): renewals held up for 1.3 s lose a 2 s lease, as they should, and CI runs the rpm and
+# ansible tests on the other core. The product's default lease leaves 3.3 s.
+ELECTION_LEASE_TTL = 5.0
+
+
 def test_two_nodes_started_together_elect_exactly_one_leader(tmp_path: Path, db: Database) -> None:
-    with running_cluster(tmp_path / "ha", db, start=False, lease_ttl=f"{LEASE_TTL:g}s") as ha:
+    with running_cluster(tmp_path / "ha", db, start=False, lease_ttl=f"{ELECTION_LEASE_TTL:g}s") as ha:
         ha.start()  # both processes at once, then both answer /healthz
         leader = ha.wait_for_leader(30)
         with LeaderSampler(ha) as sampler:
-            time.sleep(3 * LEASE_TTL)  # the observation window: three lease periods
+            time.sleep(2 * ELECTION_LEASE_TTL)  # the observation window: two lease periods
         assert not sampler.split_brain(), sampler.split_brain()[:5]
         others = {name for _, name in sampler.leaders() if name not in (None, leader.name)}
-        assert not others, f"the lead moved to {others}"
+        assert not others, f"the lead moved to {others}\n{ha.logs()}"
         answered = sum(name == leader.name for _, name in sampler.leaders())
         assert answered >= 0.8 * len(sampler.samples), (answered, len(sampler.samples))
         lease = ha.lease()
