@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -99,28 +99,41 @@ def server_tls(server: Server) -> tuple[Path, Path]:
     return server.ca_file, server.state_dir / "tls-selfsigned.key"
 
 
+StartStub = Callable[[dict[str, Any]], StubNode]
+
+
 @pytest.fixture
-def stubs() -> Iterator[list[StubNode]]:
+def stub(dev_server: Server) -> Iterator[StartStub]:
+    """Starts a stand-in node with the given status, trusted like the dev scheduler; each is
+    stopped after the test."""
     made: list[StubNode] = []
-    yield made
+
+    def start(status: dict[str, Any]) -> StubNode:
+        made.append(StubNode(server_tls(dev_server), status))
+        return made[-1]
+
+    yield start
     for node in made:
         node.stop()
 
 
-def run_report(tmp_path: Path, server: Server, urls: list[str]):
+def write_client_conf(tmp_path: Path, server: Server, urls: list[str], extra: str = "") -> Path:
     conf = tmp_path / "client.conf"
-    conf.write_text(f"[client]\nscheduler_url = {', '.join(urls)}\nca_file = {server.ca_file}\n"
-                    "retry_attempts = 3\nretry_wait = 300\n")
+    conf.write_text(f"[client]\nscheduler_url = {', '.join(urls)}\nca_file = {server.ca_file}\n{extra}")
+    return conf
+
+
+def run_report(tmp_path: Path, server: Server, urls: list[str]):
+    conf = write_client_conf(tmp_path, server, urls, "retry_attempts = 3\nretry_wait = 300\n")
     return cli("run", "--client-config", str(conf), "--credentials-file", str(server.state_dir / "admin-credentials"),
                "--module", "diamond_pipeline", "Report", "--out-dir", str(tmp_path / "out"), "--workers", "2",
                env={"PYTHONPATH": str(PIPELINES)}, cwd=tmp_path, timeout=RUN_TIMEOUT)
 
 
 def test_a_worker_whose_first_url_is_a_standby_completes_through_the_leader(
-        dev_server: Server, tmp_path: Path, stubs: list[StubNode]) -> None:
+        dev_server: Server, tmp_path: Path, stub: StartStub) -> None:
     leader_url = f"{dev_server.url}/"
-    standby = StubNode(server_tls(dev_server), {"role": "standby", "leader_url": leader_url})
-    stubs.append(standby)
+    standby = stub({"role": "standby", "leader_url": leader_url})
     result = run_report(tmp_path, dev_server, [standby.url, leader_url])
     assert result.returncode == 0, result.stderr[-3000:]
     assert int((tmp_path / "out" / "report.txt").read_text()) == EXPECTED_REPORT
@@ -141,13 +154,10 @@ def test_a_first_url_that_is_down_sends_the_worker_to_the_next(dev_server: Serve
 
 
 def test_a_leader_the_configuration_does_not_name_gets_nothing(
-        dev_server: Server, tmp_path: Path, stubs: list[StubNode]) -> None:
-    stranger = StubNode(server_tls(dev_server), {"role": "leader"})
-    standby = StubNode(server_tls(dev_server), {"role": "standby", "leader_url": stranger.url})
-    stubs += [stranger, standby]
-    conf = tmp_path / "client.conf"
-    conf.write_text(f"[client]\nscheduler_url = {standby.url}\nca_file = {dev_server.ca_file}\n"
-                    "retry_attempts = 2\nretry_wait = 0\n")
+        dev_server: Server, tmp_path: Path, stub: StartStub) -> None:
+    stranger = stub({"role": "leader"})
+    standby = stub({"role": "standby", "leader_url": stranger.url})
+    conf = write_client_conf(tmp_path, dev_server, [standby.url], "retry_attempts = 2\nretry_wait = 0\n")
     result = cli("run", "--client-config", str(conf),
                  "--credentials-file", str(dev_server.state_dir / "admin-credentials"),
                  "--module", "diamond_pipeline", "Report", "--out-dir", str(tmp_path / "out"),
@@ -163,18 +173,16 @@ def test_a_leader_the_configuration_does_not_name_gets_nothing(
 
 def deny_as_admin(tmp_path: Path, server: Server, urls: list[str]):
     """``approvals deny`` of a request no scheduler holds, as the dev admin with a fresh login."""
-    conf = tmp_path / "client.conf"
-    conf.write_text(f"[client]\nscheduler_url = {', '.join(urls)}\nca_file = {server.ca_file}\n")
+    conf = write_client_conf(tmp_path, server, urls)
     password = (server.state_dir / "admin-password").read_text().strip()
     return cli("approvals", "deny", "apr-000000000000", "--comment", "not this one", "--client-config", str(conf),
                "--user", "admin", "--password-stdin", input=password + "\n", timeout=RUN_TIMEOUT)
 
 
 def test_an_approval_decision_goes_to_the_leader_a_standby_names(
-        dev_server: Server, tmp_path: Path, stubs: list[StubNode]) -> None:
+        dev_server: Server, tmp_path: Path, stub: StartStub) -> None:
     leader_url = f"{dev_server.url}/"
-    standby = StubNode(server_tls(dev_server), {"role": "standby", "leader_url": leader_url})
-    stubs.append(standby)
+    standby = stub({"role": "standby", "leader_url": leader_url})
     result = deny_as_admin(tmp_path, dev_server, [standby.url, leader_url])
     # The leader's own answer (the dev scheduler has no approval rules), not the standby's 503.
     assert result.returncode == 1, (result.stdout, result.stderr)
@@ -184,10 +192,9 @@ def test_an_approval_decision_goes_to_the_leader_a_standby_names(
 
 
 def test_an_approval_decision_never_goes_to_an_unconfigured_leader(
-        dev_server: Server, tmp_path: Path, stubs: list[StubNode]) -> None:
-    stranger = StubNode(server_tls(dev_server), {"role": "leader"})
-    standby = StubNode(server_tls(dev_server), {"role": "standby", "leader_url": stranger.url})
-    stubs += [stranger, standby]
+        dev_server: Server, tmp_path: Path, stub: StartStub) -> None:
+    stranger = stub({"role": "leader"})
+    standby = stub({"role": "standby", "leader_url": stranger.url})
     result = deny_as_admin(tmp_path, dev_server, [standby.url])
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert stranger.seen == []  # the password stays with the configured nodes
